@@ -1,0 +1,27 @@
+import { Schema } from "effect"
+import { uuidv7 } from "./uuidv7"
+
+/** A user id as the API accepts it: a positive safe integer (no strings, fractions or 1e400). */
+export const UserId = Schema.Int.pipe(
+  Schema.positive(),
+  Schema.brand("UserId"),
+  Schema.annotations({ description: "A positive integer identifying the user" })
+)
+export type UserId = typeof UserId.Type
+
+/**
+ * Order ids are UUIDv7: time-ordered like the original `Date.now()` id, but unique across
+ * concurrent requests and replicas, and usable as the message's idempotency key.
+ */
+export const OrderId = Schema.UUID.pipe(
+  Schema.brand("OrderId"),
+  Schema.annotations({ description: "UUIDv7 of the order (time-ordered)" })
+)
+export type OrderId = typeof OrderId.Type
+
+export const makeOrderId = (): OrderId => OrderId.make(uuidv7())
+
+export class Order extends Schema.Class<Order>("Order")({
+  orderId: OrderId,
+  userId: UserId
+}) {}

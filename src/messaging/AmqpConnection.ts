@@ -1,0 +1,158 @@
+import * as amqp from "amqplib"
+import {
+  Cause,
+  Context,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  Option,
+  Redacted,
+  Ref,
+  Schedule,
+  type Scope,
+  Stream,
+  SubscriptionRef
+} from "effect"
+import { redactUrl, SharedConfig } from "../config/SharedConfig"
+import { describeCause, errorMessage } from "../runtime/describe"
+
+export class BrokerUnreachable extends Data.TaggedError("BrokerUnreachable")<{
+  readonly url: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `Broker not reachable at ${this.url} (${this.reason}); retrying with backoff`
+  }
+}
+
+/** How long one connection attempt, or closing a channel or connection, may take. */
+const BROKER_OPERATION_TIMEOUT = Duration.seconds(5)
+
+/**
+ * Reconnection backoff: 100 ms doubling, jittered, capped at 2 s so that a service is back within
+ * about two seconds of the broker's return.
+ */
+export const reconnectSchedule = Schedule.exponential("100 millis").pipe(
+  Schedule.jittered,
+  Schedule.union(Schedule.spaced("2 seconds"))
+)
+
+/** Session restarts on a live connection (a channel closed by the broker, a queue mismatch). */
+const sessionRestartSchedule = Schedule.exponential("200 millis").pipe(
+  Schedule.union(Schedule.spaced("5 seconds")),
+  Schedule.resetAfter("1 minute")
+)
+
+/**
+ * The broker connection, kept open for the life of the service.
+ *
+ * We do not use amqplib's opt-in recovery (`connect(url, { recovery })`): it reconnects to one URL
+ * only, while `AMQP_URL` may list several cluster nodes to try in turn; and its channel calls wait
+ * indefinitely while disconnected, whereas the publisher must refuse at once. Instead, a fiber keeps
+ * one connection at a time in `state`, and `withEveryConnection` runs a session (channels, topology,
+ * consumers) on each connection, in a scope that closes when that connection is lost.
+ */
+export class AmqpConnection extends Context.Tag("messaging/AmqpConnection")<AmqpConnection, {
+  /** The open connection, or None while (re)connecting. */
+  readonly state: SubscriptionRef.SubscriptionRef<Option.Option<amqp.ChannelModel>>
+  /** Why the broker has blocked publishing on this connection (a memory or disk alarm), if it has. */
+  readonly blocked: Ref.Ref<Option.Option<string>>
+  /**
+   * Runs `session` on every connection, until the surrounding fiber is interrupted. A session that
+   * ends or fails while its connection lives is started again with backoff; one whose connection is
+   * lost is interrupted, closing its scope.
+   */
+  readonly withEveryConnection: <E, R>(
+    session: (connection: amqp.ChannelModel) => Effect.Effect<void, E, R>
+  ) => Effect.Effect<never, never, Exclude<R, Scope.Scope>>
+}>() {
+  /** `connectionName` shows in the management UI and `rabbitmqctl list_connections`. */
+  static readonly layer = (options: { readonly connectionName: string }) =>
+    Layer.scoped(AmqpConnection, make(options.connectionName))
+}
+
+
+/** Closes an amqplib connection or channel, ignoring one that is already gone. */
+export const closeQuietly = (resource: { close(): Promise<void> }) =>
+  Effect.promise(() => resource.close().catch(() => undefined)).pipe(
+    Effect.timeout(BROKER_OPERATION_TIMEOUT),
+    Effect.ignore
+  )
+
+const make = (connectionName: string) =>
+  Effect.gen(function*() {
+    const { amqpUrls } = yield* SharedConfig
+    const state = yield* SubscriptionRef.make(Option.none<amqp.ChannelModel>())
+    const blocked = yield* Ref.make(Option.none<string>())
+    let nextNode = 0
+
+    const connectToNextNode = Effect.suspend(() => {
+      const url = amqpUrls[nextNode++ % amqpUrls.length]!
+      return Effect.tryPromise({
+        try: () =>
+          amqp.connect(Redacted.value(url), {
+            // amqplib leaves Nagle on, which can hold small publishes and acks back ~40 ms.
+            noDelay: true,
+            timeout: Duration.toMillis(BROKER_OPERATION_TIMEOUT),
+            clientProperties: { connection_name: connectionName }
+          }),
+        catch: (cause) => new BrokerUnreachable({ url: redactUrl(url), reason: errorMessage(cause) })
+      }).pipe(Effect.map((connection) => ({ connection, url: redactUrl(url) })))
+    })
+
+    const connectWithBackoff = connectToNextNode.pipe(
+      Effect.tapError((error) => Effect.logWarning(error.message)),
+      Effect.retry(reconnectSchedule)
+    )
+
+    // One connection, from opening to loss. Scoped: interrupting it (shutdown) closes the connection.
+    const connectionLifetime = Effect.gen(function*() {
+      const { connection, url } = yield* Effect.acquireRelease(connectWithBackoff, ({ connection }) =>
+        Effect.zipRight(SubscriptionRef.set(state, Option.none()), closeQuietly(connection)))
+      const closed = yield* Deferred.make<string>()
+      // 'error' always precedes 'close'; without a listener it would be thrown.
+      connection.on("error", () => undefined)
+      connection.on("close", (error?: Error) => Deferred.unsafeDone(closed, Exit.succeed(error?.message ?? "closed")))
+      connection.on("blocked", (reason: string) => Effect.runSync(Ref.set(blocked, Option.some(reason))))
+      connection.on("unblocked", () => Effect.runSync(Ref.set(blocked, Option.none())))
+      yield* Ref.set(blocked, Option.none())
+      yield* SubscriptionRef.set(state, Option.some(connection))
+      yield* Effect.logInfo(`Connected to ${url}`)
+      const reason = yield* Deferred.await(closed)
+      yield* Effect.logWarning(`Connection to ${url} lost (${reason}); reconnecting`)
+    }).pipe(Effect.scoped)
+
+    yield* Effect.forkScoped(Effect.forever(connectionLifetime))
+
+    const isCurrent = (connection: amqp.ChannelModel) =>
+      Effect.map(SubscriptionRef.get(state), (current) => Option.contains(current, connection))
+
+    const withEveryConnection = <E, R>(session: (connection: amqp.ChannelModel) => Effect.Effect<void, E, R>) => {
+      const keepSession = (connection: amqp.ChannelModel) =>
+        Effect.scoped(session(connection)).pipe(
+          Effect.exit,
+          Effect.flatMap((exit) =>
+            Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
+              ? Effect.whenEffect(Effect.logError(describeCause(exit.cause)), isCurrent(connection))
+              : Effect.void
+          ),
+          Effect.repeat(sessionRestartSchedule)
+        )
+      return state.changes.pipe(
+        Stream.flatMap(
+          Option.match({
+            onNone: () => Stream.empty,
+            onSome: (connection) => Stream.fromEffect(keepSession(connection))
+          }),
+          { switch: true }
+        ),
+        Stream.runDrain,
+        Effect.andThen(Effect.never)
+      ) as Effect.Effect<never, never, Exclude<R, Scope.Scope>>
+    }
+
+    return AmqpConnection.of({ state, blocked, withEveryConnection })
+  })

@@ -1,0 +1,40 @@
+import type * as amqp from "amqplib"
+import { Either, ParseResult, Schema } from "effect"
+import { OrderId, UserId } from "../domain/Order"
+
+/**
+ * The command both services agree on: the original demo's `{"orderId", "userId"}` body,
+ * with the id now a UUIDv7 string. The publisher encodes with this schema, the consumer decodes.
+ */
+export class SendNotificationCommand extends Schema.Class<SendNotificationCommand>("SendNotificationCommand")({
+  orderId: OrderId,
+  userId: UserId
+}) {}
+
+export const COMMAND_TYPE = "SendNotificationCommand"
+
+const encodeJson = Schema.encodeSync(Schema.parseJson(SendNotificationCommand))
+const decodeJson = Schema.decodeEither(Schema.parseJson(SendNotificationCommand), { errors: "all" })
+
+export const encodeCommand = (command: SendNotificationCommand): Buffer => Buffer.from(encodeJson(command))
+
+/** AMQP properties of a command; `messageId` is the order id, so a receiver can deduplicate. */
+export const commandProperties = (command: SendNotificationCommand, appId: string): amqp.Options.Publish => ({
+  persistent: true,
+  mandatory: true,
+  contentType: "application/json",
+  messageId: command.orderId,
+  type: COMMAND_TYPE,
+  timestamp: Math.floor(Date.now() / 1000),
+  appId
+})
+
+/** Decodes a message body; the failure is one line naming every field at fault. */
+export const decodeCommand = (body: Buffer): Either.Either<SendNotificationCommand, string> =>
+  decodeJson(body.toString("utf8")).pipe(
+    Either.mapLeft((error) =>
+      ParseResult.ArrayFormatter.formatErrorSync(error)
+        .map((issue) => (issue.path.length > 0 ? `${issue.path.join(".")}: ${issue.message}` : issue.message))
+        .join("; ")
+    )
+  )

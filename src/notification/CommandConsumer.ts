@@ -1,0 +1,106 @@
+import type * as amqp from "amqplib"
+import { Cause, Deferred, Effect, Either, Exit, FiberSet, Layer } from "effect"
+import { SharedConfig } from "../config/SharedConfig"
+import { AmqpConnection, closeQuietly } from "../messaging/AmqpConnection"
+import { declareCommandTopology } from "../messaging/CommandTopology"
+import { decodeCommand } from "../messaging/SendNotificationCommand"
+import { describeCause } from "../runtime/describe"
+import { NotificationConfig } from "./NotificationConfig"
+import { NotificationSender } from "./NotificationSender"
+import { deliveryAttempt, Settlement } from "./Settlement"
+
+/**
+ * Decides what becomes of one delivery: a message that is not a valid command is dead-lettered at
+ * once (it would fail the same way forever); a failed send is retried until the last attempt.
+ */
+export const processDelivery = (message: amqp.Message, maxAttempts: number) =>
+  Effect.gen(function*() {
+    const decoded = decodeCommand(message.content)
+    if (Either.isLeft(decoded)) {
+      return Settlement.DeadLetter({ reason: `not a valid SendNotificationCommand (${decoded.left})` })
+    }
+    const sender = yield* NotificationSender
+    const attempt = deliveryAttempt(message)
+    const sent = yield* Effect.exit(sender.send(decoded.right))
+    if (Exit.isSuccess(sent)) return Settlement.Ack()
+    // Shutdown ran out of time mid-send: settle nothing, the broker redelivers.
+    if (Cause.isInterruptedOnly(sent.cause)) return yield* Effect.interrupt
+    const reason = describeCause(sent.cause)
+    return attempt >= maxAttempts
+      ? Settlement.DeadLetter({ reason: `${reason}; gave up after ${attempt} attempts` })
+      : Settlement.Retry({ reason: `${reason} (attempt ${attempt} of ${maxAttempts})` })
+  }).pipe(Effect.annotateLogs("orderId", String(message.properties.messageId ?? "unknown")))
+
+/**
+ * Applies a settlement on the channel that delivered the message, never on another: a delivery tag
+ * means nothing to a newer channel (the broker would close it with 406). If that channel has died,
+ * the broker has already put the message back, and will deliver it again.
+ */
+const settle = (channel: amqp.Channel, message: amqp.Message, settlement: Settlement) =>
+  Effect.suspend(() => {
+    try {
+      Settlement.$match(settlement, {
+        Ack: () => channel.ack(message),
+        Retry: () => channel.reject(message, true),
+        DeadLetter: () => channel.reject(message, false)
+      })
+    } catch {
+      return Effect.logWarning("The channel closed before this delivery was settled; the broker will redeliver it")
+    }
+    return Settlement.$match(settlement, {
+      Ack: () => Effect.void,
+      Retry: ({ reason }) => Effect.logWarning(`Send failed, requeued: ${reason}`),
+      DeadLetter: ({ reason }) => Effect.logError(`Dead-lettered: ${reason}`)
+    })
+  }).pipe(Effect.annotateLogs("orderId", String(message.properties.messageId ?? "unknown")))
+
+const make = Effect.gen(function*() {
+  const connection = yield* AmqpConnection
+  const { commandQueue, shutdownTimeout } = yield* SharedConfig
+  const { maxAttempts, prefetch } = yield* NotificationConfig
+  const sender = yield* NotificationSender
+
+  const handle = (channel: amqp.Channel, message: amqp.Message) =>
+    processDelivery(message, maxAttempts).pipe(
+      Effect.flatMap((settlement) => settle(channel, message, settlement)),
+      Effect.provideService(NotificationSender, sender)
+    )
+
+  // One channel and one consumer per connection, until either closes.
+  const consumeSession = (model: amqp.ChannelModel) =>
+    Effect.gen(function*() {
+      const channel = yield* Effect.acquireRelease(Effect.tryPromise(() => model.createChannel()), closeQuietly)
+      const ended = yield* Deferred.make<void>()
+      channel.on("error", () => undefined)
+      channel.on("close", () => Deferred.unsafeDone(ended, Exit.void))
+      yield* declareCommandTopology(channel, commandQueue)
+      yield* Effect.tryPromise(() => channel.prefetch(prefetch))
+
+      // Released before the consumer below: in-flight sends are interrupted only after the drain.
+      const inFlight = yield* FiberSet.make<void>()
+      const run = yield* FiberSet.runtime(inFlight)<never>()
+      yield* Effect.acquireRelease(
+        Effect.tryPromise(() =>
+          channel.consume(commandQueue, (message) => {
+            // null: the broker cancelled the consumer (queue deleted); start a new session.
+            if (message === null) Deferred.unsafeDone(ended, Exit.void)
+            else run(handle(channel, message))
+          })
+        ),
+        ({ consumerTag }) =>
+          // Stop deliveries, then let those in flight finish and settle, within the shutdown budget.
+          Effect.promise(() => channel.cancel(consumerTag).catch(() => undefined)).pipe(
+            Effect.zipRight(FiberSet.awaitEmpty(inFlight)),
+            Effect.timeout(shutdownTimeout),
+            Effect.ignore
+          )
+      )
+      yield* Effect.logInfo(`Consuming ${commandQueue} with prefetch ${prefetch}`)
+      yield* Deferred.await(ended)
+    })
+
+  yield* Effect.forkScoped(connection.withEveryConnection(consumeSession))
+})
+
+/** Consumes the command queue for the life of the service. */
+export const CommandConsumerLive = Layer.scopedDiscard(make)

@@ -1,0 +1,32 @@
+import { Data, Effect, Random } from "effect"
+import type { SendNotificationCommand } from "../messaging/SendNotificationCommand"
+import { NotificationConfig } from "./NotificationConfig"
+
+/** A send that failed and may succeed if tried again. */
+export class NotificationFailed extends Data.TaggedError("NotificationFailed")<{
+  readonly orderId: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `Notification for order ${this.orderId} failed: ${this.reason}`
+  }
+}
+
+/**
+ * "Sends" a notification: the original demo's log line, then `NOTIFICATION_SEND_DELAY_MS` of
+ * simulated work. Fails at `NOTIFICATION_FAILURE_RATE`, to show retries and dead-lettering.
+ */
+export class NotificationSender extends Effect.Service<NotificationSender>()("notification/NotificationSender", {
+  effect: Effect.gen(function*() {
+    const { failureRate, sendDelay } = yield* NotificationConfig
+    const send = (command: SendNotificationCommand): Effect.Effect<void, NotificationFailed> =>
+      Effect.gen(function*() {
+        yield* Effect.logInfo(`Sending notification for order ${command.orderId}`)
+        yield* Effect.sleep(sendDelay)
+        if (failureRate > 0 && (yield* Random.next) < failureRate) {
+          return yield* new NotificationFailed({ orderId: command.orderId, reason: "simulated failure" })
+        }
+      }).pipe(Effect.withSpan("NotificationSender.send", { attributes: { orderId: command.orderId } }))
+    return { send } as const
+  })
+}) {}

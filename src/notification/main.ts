@@ -1,0 +1,4 @@
+import { runService } from "../runtime/runService"
+import { NotificationServiceLive } from "./NotificationService"
+
+runService(NotificationServiceLive)

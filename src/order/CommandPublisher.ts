@@ -1,0 +1,86 @@
+import type * as amqp from "amqplib"
+import { Context, Deferred, Duration, Effect, Layer, Option, Ref } from "effect"
+import { SharedConfig } from "../config/SharedConfig"
+import { AmqpConnection, closeQuietly } from "../messaging/AmqpConnection"
+import { declareCommandTopology } from "../messaging/CommandTopology"
+import { commandProperties, encodeCommand, type SendNotificationCommand } from "../messaging/SendNotificationCommand"
+import { BrokerUnavailable } from "./Errors"
+import { OrderConfig } from "./OrderConfig"
+
+/** Publishes commands and succeeds only once the broker has confirmed them. */
+export class CommandPublisher extends Context.Tag("order/CommandPublisher")<CommandPublisher, {
+  readonly publish: (command: SendNotificationCommand) => Effect.Effect<void, BrokerUnavailable>
+  /** Whether a confirm channel is open right now (readiness). */
+  readonly isReady: Effect.Effect<boolean>
+}>() {}
+
+const APP_ID = "order-service"
+
+interface ConfirmSession {
+  readonly channel: amqp.ConfirmChannel
+  /** messageIds the broker returned as unroutable; their confirm follows the return. */
+  readonly returned: Set<string>
+}
+
+const make = Effect.gen(function*() {
+  const connection = yield* AmqpConnection
+  const { commandQueue } = yield* SharedConfig
+  const { publishTimeout } = yield* OrderConfig
+  const current = yield* Ref.make(Option.none<ConfirmSession>())
+  const timeoutMessage = `The broker did not confirm the command within ${Duration.format(publishTimeout)}`
+
+  // One confirm channel per connection: declared topology, then open for publishing until it closes.
+  const confirmChannelSession = (model: amqp.ChannelModel) =>
+    Effect.gen(function*() {
+      const channel = yield* Effect.acquireRelease(
+        Effect.tryPromise(() => model.createConfirmChannel()),
+        (channel) => Effect.zipRight(Ref.set(current, Option.none()), closeQuietly(channel))
+      )
+      const closed = yield* Deferred.make<void>()
+      channel.on("error", () => undefined)
+      channel.on("close", () => Deferred.unsafeDone(closed, Effect.void))
+      const returned = new Set<string>()
+      channel.on("return", (message: amqp.Message) => returned.add(String(message.properties.messageId)))
+      yield* declareCommandTopology(channel, commandQueue)
+      yield* Ref.set(current, Option.some({ channel, returned }))
+      yield* Deferred.await(closed)
+      yield* Ref.set(current, Option.none())
+    })
+
+  yield* Effect.forkScoped(connection.withEveryConnection(confirmChannelSession))
+
+  const refuse = (message: string) => Effect.fail(new BrokerUnavailable({ message }))
+
+  const publish = (command: SendNotificationCommand) =>
+    Effect.gen(function*() {
+      const session = yield* Ref.get(current)
+      if (Option.isNone(session)) return yield* refuse("Not connected to the broker")
+      const blocked = yield* Ref.get(connection.blocked)
+      if (Option.isSome(blocked)) return yield* refuse(`The broker is refusing publishes (${blocked.value})`)
+      const { channel, returned } = session.value
+      const messageId: string = command.orderId
+      return yield* Effect.async<void, BrokerUnavailable>((resume) => {
+        try {
+          channel.sendToQueue(commandQueue, encodeCommand(command), commandProperties(command, APP_ID), (error) => {
+            if (returned.delete(messageId)) {
+              resume(refuse(`The broker could not route the command to queue "${commandQueue}"`))
+            } else if (error) {
+              resume(refuse(`The broker did not accept the command (${error instanceof Error ? error.message : "nack"})`))
+            } else {
+              resume(Effect.void)
+            }
+          })
+        } catch (error) {
+          // The channel closed between our check and the publish.
+          resume(refuse(`Lost the broker channel (${(error as Error).message})`))
+        }
+      }).pipe(Effect.timeoutFail({ duration: publishTimeout, onTimeout: () => new BrokerUnavailable({ message: timeoutMessage }) }))
+    }).pipe(Effect.withSpan("CommandPublisher.publish", { attributes: { "messaging.message.id": command.orderId } }))
+
+  return CommandPublisher.of({
+    publish,
+    isReady: Effect.map(Ref.get(current), Option.isSome)
+  })
+})
+
+export const CommandPublisherLive = Layer.scoped(CommandPublisher, make)

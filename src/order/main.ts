@@ -1,0 +1,4 @@
+import { runService } from "../runtime/runService"
+import { OrderServiceLive } from "./OrderService"
+
+runService(OrderServiceLive)

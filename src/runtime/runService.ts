@@ -1,0 +1,25 @@
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, ConfigError, Effect, Layer, Option } from "effect"
+import { describeConfigError } from "../config/Env"
+import { LogConfig, LoggingLive } from "./Logging"
+
+const reportFailure = (cause: Cause.Cause<unknown>) => {
+  if (Cause.isInterruptedOnly(cause)) return Effect.void
+  const failure = Cause.failureOption(cause)
+  return Option.isSome(failure) && ConfigError.isConfigError(failure.value)
+    ? Effect.logError(describeConfigError(failure.value))
+    : Effect.logError("Service stopped", cause)
+}
+
+/**
+ * Runs a service until SIGTERM or SIGINT, which close its scope: graceful shutdown, exit 0.
+ * A configuration error is one line and exit 1. A second signal exits at once (Node's default,
+ * once runMain has removed its handlers after the first).
+ */
+export const runService = <E>(service: Layer.Layer<never, E>) =>
+  LogConfig.pipe(
+    Effect.zipRight(Layer.launch(service)),
+    Effect.tapErrorCause(reportFailure),
+    Effect.provide(LoggingLive),
+    NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
+  )
