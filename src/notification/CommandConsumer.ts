@@ -1,5 +1,5 @@
 import type * as amqp from "amqplib"
-import { Cause, Deferred, Effect, Either, Exit, FiberSet, Layer } from "effect"
+import { Cause, Context, Deferred, Effect, Either, Exit, FiberSet, Layer, Ref } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
 import { AmqpConnection, closeQuietly } from "../messaging/AmqpConnection"
 import { declareCommandTopology } from "../messaging/CommandTopology"
@@ -54,8 +54,15 @@ const settle = (channel: amqp.Channel, message: amqp.Message, settlement: Settle
     })
   }).pipe(Effect.annotateLogs("orderId", String(message.properties.messageId ?? "unknown")))
 
+/** Consumes the command queue for the life of the service. */
+export class CommandConsumer extends Context.Tag("notification/CommandConsumer")<CommandConsumer, {
+  /** Whether a consumer is subscribed right now (readiness). */
+  readonly isReady: Effect.Effect<boolean>
+}>() {}
+
 const make = Effect.gen(function*() {
   const connection = yield* AmqpConnection
+  const subscribed = yield* Ref.make(false)
   const { commandQueue, shutdownTimeout } = yield* SharedConfig
   const { maxAttempts, prefetch } = yield* NotificationConfig
   const sender = yield* NotificationSender
@@ -95,12 +102,13 @@ const make = Effect.gen(function*() {
             Effect.ignore
           )
       )
+      yield* Effect.acquireRelease(Ref.set(subscribed, true), () => Ref.set(subscribed, false))
       yield* Effect.logInfo(`Consuming ${commandQueue} with prefetch ${prefetch}`)
       yield* Deferred.await(ended)
     })
 
   yield* Effect.forkScoped(connection.withEveryConnection(consumeSession))
+  return CommandConsumer.of({ isReady: Ref.get(subscribed) })
 })
 
-/** Consumes the command queue for the life of the service. */
-export const CommandConsumerLive = Layer.scopedDiscard(make)
+export const CommandConsumerLive = Layer.scoped(CommandConsumer, make)

@@ -1,13 +1,16 @@
 import { Layer } from "effect"
 import { AmqpConnection } from "../messaging/AmqpConnection"
 import { CommandConsumerLive } from "./CommandConsumer"
+import { HttpLive } from "./Http"
 import { NotificationSender } from "./NotificationSender"
 
 /**
- * The whole notification service. On SIGTERM the consumer stops taking deliveries, finishes and
- * settles those in flight, and only then are its channel and the connection closed.
+ * The whole notification service. On SIGTERM the health server closes, then the consumer stops
+ * taking deliveries and finishes and settles those in flight, and only then are its channel and
+ * the connection closed.
  */
-export const NotificationServiceLive = CommandConsumerLive.pipe(
+export const NotificationServiceLive = HttpLive.pipe(
+  Layer.provide(CommandConsumerLive),
   Layer.provide(NotificationSender.Default),
   Layer.provide(AmqpConnection.layer({ connectionName: "notification-service" }))
 )

@@ -1,25 +1,13 @@
-import {
-  HttpApiBuilder,
-  HttpApiError,
-  HttpApp,
-  HttpIncomingMessage,
-  HttpServer,
-  HttpServerError,
-  HttpServerRequest,
-  HttpServerResponse
-} from "@effect/platform"
+import { HttpApiBuilder, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Cause, Effect, Layer, Option } from "effect"
+import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
-import { BrokerUnavailable } from "./Errors"
+import { Healthy, NotReady } from "../runtime/Health"
+import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
+import { CommandPublisher } from "./CommandPublisher"
 import { OrderApi, OrderCreated } from "./OrderApi"
 import { OrderConfig } from "./OrderConfig"
 import { Orders } from "./Orders"
-
-export const MAX_BODY_BYTES = 64 * 1024
-
-/** Seconds a client should wait before retrying a 503. */
-const RETRY_AFTER_SECONDS = "1"
 
 const OrdersHandlers = HttpApiBuilder.group(OrderApi, "orders", (handlers) =>
   Effect.gen(function*() {
@@ -28,50 +16,19 @@ const OrdersHandlers = HttpApiBuilder.group(OrderApi, "orders", (handlers) =>
       orders.create(payload.userId).pipe(Effect.map((order) => new OrderCreated({ message: "Order created", order }))))
   }))
 
-const errorBody = (status: number, _tag: string, message: string) =>
-  HttpServerResponse.unsafeJson({ _tag, message }, { status })
-
-/**
- * Every error answer gets a JSON body `{"_tag", "message"}`. The framework answers some failures
- * with empty bodies (malformed JSON, unknown routes, defects) or, for an oversized body, by
- * dropping the connection, and its schema errors carry a multi-line message; this middleware
- * answers all of them itself, and adds `Retry-After` to a 503.
- */
-const answerEveryErrorWithJson = (app: HttpApp.Default<unknown>): HttpApp.Default =>
+const HealthHandlers = HttpApiBuilder.group(OrderApi, "health", (handlers) =>
   Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    if (Number(request.headers["content-length"] ?? 0) > MAX_BODY_BYTES) {
-      return errorBody(413, "PayloadTooLarge", `The request body is over ${MAX_BODY_BYTES} bytes`)
-    }
-    return yield* app.pipe(HttpIncomingMessage.withMaxBodySize(Option.some(MAX_BODY_BYTES)))
-  }).pipe(
-    Effect.catchAllCause((cause) => {
-      if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
-      const error = Cause.squash(cause)
-      if (error instanceof BrokerUnavailable) {
-        return Effect.succeed(
-          HttpServerResponse.setHeader(errorBody(503, error._tag, error.message), "retry-after", RETRY_AFTER_SECONDS)
-        )
-      }
-      if (error instanceof HttpApiError.HttpApiDecodeError) {
-        const message = error.issues.map((issue) =>
-          issue.path.length > 0 ? `${issue.path.join(".")}: ${issue.message}` : issue.message
-        ).join("; ")
-        return Effect.succeed(HttpServerResponse.unsafeJson({ _tag: error._tag, message, issues: error.issues }, { status: 400 }))
-      }
-      if (HttpServerError.isServerError(error) && error._tag === "RouteNotFound") {
-        return Effect.succeed(errorBody(404, "NotFound", `No route for ${error.request.method} ${error.request.url}`))
-      }
-      if (HttpServerError.isServerError(error) && error._tag === "RequestError") {
-        return Effect.succeed(errorBody(400, "MalformedRequest", "The request body is not valid JSON"))
-      }
-      return Effect.logError("Unexpected failure answering a request", cause).pipe(
-        Effect.as(errorBody(500, "InternalServerError", "Internal server error"))
-      )
-    })
-  )
+    const publisher = yield* CommandPublisher
+    return handlers
+      .handle("live", () => Effect.succeed(new Healthy({ status: "ok" })))
+      .handle("ready", () =>
+        Effect.if(publisher.isReady, {
+          onTrue: () => Effect.succeed(new Healthy({ status: "ok" })),
+          onFalse: () => Effect.fail(new NotReady({ message: "No open confirm channel to the broker" }))
+        }))
+  }))
 
-const ApiLive = HttpApiBuilder.api(OrderApi).pipe(Layer.provide(OrdersHandlers))
+const ApiLive = HttpApiBuilder.api(OrderApi).pipe(Layer.provide([OrdersHandlers, HealthHandlers]))
 
 const ServerLive = Layer.unwrapEffect(
   Effect.map(OrderConfig, ({ port }) => NodeHttpServer.layer(createServer, { port }))

@@ -1,6 +1,7 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { Order, UserId } from "../domain/Order"
+import { HealthApi } from "../runtime/Health"
 import { BrokerUnavailable, InternalServerError, MalformedRequest, NotFound, PayloadTooLarge } from "./Errors"
 
 export const CreateOrderRequest = Schema.Struct({ userId: UserId })
@@ -26,6 +27,7 @@ export class OrdersApi extends HttpApiGroup.make("orders").add(
 /** The order service's HTTP contract; handlers live in `Http.ts`, apart from it. */
 export class OrderApi extends HttpApi.make("order-service")
   .add(OrdersApi)
+  .add(HealthApi)
   .addError(MalformedRequest)
   .addError(PayloadTooLarge)
   .addError(NotFound)

@@ -12,13 +12,15 @@ const reportFailure = (cause: Cause.Cause<unknown>) => {
 }
 
 /**
- * Runs a service until SIGTERM or SIGINT, which close its scope: graceful shutdown, exit 0.
+ * Runs services until SIGTERM or SIGINT, which close its scope: graceful shutdown, exit 0.
  * A configuration error is one line and exit 1. A second signal exits at once (Node's default,
  * once runMain has removed its handlers after the first).
  */
-export const runService = <E>(service: Layer.Layer<never, E>) =>
+export const runService = <E>(...services: ReadonlyArray<Layer.Layer<never, E>>) =>
   LogConfig.pipe(
-    Effect.zipRight(Layer.launch(service)),
+    // Each service is built on its own (`Layer.launch` memoises per build), so two HttpApi servers
+    // in one process do not share a router.
+    Effect.zipRight(Effect.all(services.map(Layer.launch), { concurrency: "unbounded", discard: true })),
     Effect.tapErrorCause(reportFailure),
     Effect.provide(LoggingLive),
     NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })

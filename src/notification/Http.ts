@@ -1,0 +1,33 @@
+import { HttpApiBuilder, HttpServer } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { createServer } from "node:http"
+import { Healthy, NotReady } from "../runtime/Health"
+import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
+import { CommandConsumer } from "./CommandConsumer"
+import { NotificationApi } from "./NotificationApi"
+import { NotificationConfig } from "./NotificationConfig"
+
+const HealthHandlers = HttpApiBuilder.group(NotificationApi, "health", (handlers) =>
+  Effect.gen(function*() {
+    const consumer = yield* CommandConsumer
+    return handlers
+      .handle("live", () => Effect.succeed(new Healthy({ status: "ok" })))
+      .handle("ready", () =>
+        Effect.if(consumer.isReady, {
+          onTrue: () => Effect.succeed(new Healthy({ status: "ok" })),
+          onFalse: () => Effect.fail(new NotReady({ message: "Not subscribed to the command queue" }))
+        }))
+  }))
+
+const ServerLive = Layer.unwrapEffect(
+  Effect.map(NotificationConfig, ({ healthPort }) => NodeHttpServer.layer(createServer, { port: healthPort }))
+)
+
+/** Health (and, later, metrics) on `NOTIFICATION_HEALTH_PORT`. */
+export const HttpLive = HttpApiBuilder.serve().pipe(
+  Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
+  Layer.provide(HttpApiBuilder.api(NotificationApi).pipe(Layer.provide(HealthHandlers))),
+  HttpServer.withLogAddress,
+  Layer.provide(ServerLive)
+)

@@ -1,0 +1,16 @@
+import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema } from "@effect/platform"
+import { Schema } from "effect"
+
+export class Healthy extends Schema.Class<Healthy>("Healthy")({ status: Schema.Literal("ok") }) {}
+
+export class NotReady extends Schema.TaggedError<NotReady>()(
+  "NotReady",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 503, description: "The broker connection or the channel the service needs is not open" })
+) {}
+
+/** `GET /health/live` (the process answers) and `GET /health/ready` (it can do its work now). */
+export class HealthApi extends HttpApiGroup.make("health")
+  .add(HttpApiEndpoint.get("live", "/health/live").addSuccess(Healthy))
+  .add(HttpApiEndpoint.get("ready", "/health/ready").addSuccess(Healthy).addError(NotReady))
+{}

@@ -1,0 +1,52 @@
+import * as amqp from "amqplib"
+import { ConfigProvider, Effect, Layer } from "effect"
+import { randomUUID } from "node:crypto"
+
+export const AMQP_URL = (process.env.AMQP_URL ?? "amqp://guest:guest@localhost:5672").split(",")[0]!.trim()
+
+/** A queue name no other test, run or service uses. */
+export const uniqueQueueName = (label: string) => `test.${label}.${randomUUID().slice(0, 8)}`
+
+/**
+ * A plain amqplib connection for the test's own look at the broker (publish, get, purge), closed
+ * and with the test's queue and its dead-letter queue deleted when the scope closes.
+ */
+export const testBroker = (queue: string) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const connection = await amqp.connect(AMQP_URL)
+      const channel = await connection.createChannel()
+      return { connection, channel }
+    }),
+    ({ channel, connection }) =>
+      Effect.promise(async () => {
+        await channel.deleteQueue(queue).catch(() => undefined)
+        await channel.deleteQueue(`${queue}.dlq`).catch(() => undefined)
+        await connection.close().catch(() => undefined)
+      })
+  )
+
+/** Configuration for a service under test: only what the test sets, the defaults for the rest. */
+export const testConfig = (values: Record<string, string | number>) =>
+  Layer.setConfigProvider(
+    ConfigProvider.fromMap(new Map(Object.entries({ AMQP_URL, ...values }).map(([k, v]) => [k, String(v)])))
+  )
+
+/** Polls the broker until `check` holds; integration tests wait on the broker's state, not on sleeps. */
+export const eventually = <A>(
+  probe: () => Promise<A>,
+  check: (value: A) => boolean,
+  options: { readonly timeoutMs?: number; readonly what?: string } = {}
+) =>
+  Effect.promise(async () => {
+    const deadline = Date.now() + (options.timeoutMs ?? 15_000)
+    let last: A = await probe()
+    while (!check(last)) {
+      if (Date.now() > deadline) {
+        throw new Error(`Timed out waiting for ${options.what ?? "condition"}; last value: ${JSON.stringify(last)}`)
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      last = await probe()
+    }
+    return last
+  })
