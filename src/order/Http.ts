@@ -34,10 +34,11 @@ const ServerLive = Layer.unwrapEffect(
   Effect.map(OrderConfig, ({ port }) => NodeHttpServer.layer(createServer, { port }))
 )
 
-/** The order API on `PORT`. Closing its scope stops accepting and lets in-flight requests finish. */
-export const HttpLive = HttpApiBuilder.serve().pipe(
+/** The order API's routes on whichever `HttpServer` is provided (tests use `NodeHttpServer.layerTest`). */
+export const HttpRoutes = HttpApiBuilder.serve().pipe(
   Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
-  Layer.provide(ApiLive),
-  HttpServer.withLogAddress,
-  Layer.provide(ServerLive)
+  Layer.provide(ApiLive)
 )
+
+/** The order API on `PORT`. Closing its scope stops accepting and lets in-flight requests finish. */
+export const HttpLive = HttpRoutes.pipe(HttpServer.withLogAddress, Layer.provide(ServerLive))
