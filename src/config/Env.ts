@@ -8,7 +8,8 @@ const variable = <A>(
   name: string,
   fallback: A,
   expects: string,
-  parse: (raw: string) => A | undefined
+  parse: (raw: string) => A | undefined,
+  show: (raw: string) => string = (raw) => raw
 ): Config.Config<A> =>
   Config.string(name).pipe(
     Config.option,
@@ -16,7 +17,7 @@ const variable = <A>(
       if (raw._tag === "None" || raw.value.trim() === "") return Either.right(fallback)
       const parsed = parse(raw.value.trim())
       return parsed === undefined
-        ? Either.left(ConfigError.InvalidData([name], `${name} must be ${expects} (got ${JSON.stringify(raw.value)})`))
+        ? Either.left(ConfigError.InvalidData([name], `${name} must be ${expects} (got ${JSON.stringify(show(raw.value))})`))
         : Either.right(parsed)
     })
   )
@@ -42,11 +43,14 @@ export const oneOf = <const Choices extends ReadonlyArray<string>>(name: string,
 export const nonEmptyString = (name: string, fallback: string, expects: string, isValid: (raw: string) => boolean) =>
   variable(name, fallback, expects, (raw) => (isValid(raw) ? raw : undefined))
 
+/** Hides the password of every `scheme://user:password@` in a value that is echoed back. */
+const maskPasswords = (raw: string) => raw.replace(/(\/\/[^:/@,]*:)[^@,]*@/g, "$1***@")
+
 export const redactedList = (name: string, fallback: string, expects: string, isValid: (entry: string) => boolean) =>
   variable(name, fallback, expects, (raw) => {
     const entries = raw.split(",").map((entry) => entry.trim()).filter((entry) => entry !== "")
     return entries.length > 0 && entries.every(isValid) ? entries.join(",") : undefined
-  }).pipe(Config.map((list) => list.split(",").map((entry) => Redacted.make(entry))))
+  }, maskPasswords).pipe(Config.map((list) => list.split(",").map((entry) => Redacted.make(entry))))
 
 /** The one line to print for a configuration error: every variable at fault, none of their secrets. */
 export const describeConfigError = (error: ConfigError.ConfigError): string => {

@@ -1,0 +1,66 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Redacted } from "effect"
+import { describeConfigError } from "../../src/config/Env"
+import { redactUrl, SharedConfig } from "../../src/config/SharedConfig"
+import { NotificationConfig } from "../../src/notification/NotificationConfig"
+import { OrderConfig } from "../../src/order/OrderConfig"
+
+const load = <A>(config: Effect.Effect<A, unknown>, env: Record<string, string>) =>
+  config.pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
+
+const errorLine = <A>(config: Effect.Effect<A, unknown>, env: Record<string, string>) =>
+  load(config, env).pipe(
+    Effect.flip,
+    Effect.map((error) => describeConfigError(error as never))
+  )
+
+describe("configuration", () => {
+  it.effect("has the contract's defaults", () =>
+    Effect.gen(function*() {
+      const shared = yield* load(SharedConfig, {})
+      expect(shared.amqpUrls.map(Redacted.value)).toEqual(["amqp://guest:guest@localhost:5672"])
+      expect(shared.commandQueue).toBe("send_notification_command")
+      const order = yield* load(OrderConfig, {})
+      expect(order.port).toBe(3000)
+      const notification = yield* load(NotificationConfig, {})
+      expect(notification).toMatchObject({ prefetch: 1, failureRate: 0, maxAttempts: 5, healthPort: 3001 })
+    }))
+
+  const invalid: ReadonlyArray<[string, Effect.Effect<unknown, unknown>, Record<string, string>, string]> = [
+    ["PORT=abc", OrderConfig, { PORT: "abc" }, "PORT must be an integer from 1 to 65535 (got \"abc\")"],
+    ["PORT=70000", OrderConfig, { PORT: "70000" }, "PORT must be an integer from 1 to 65535 (got \"70000\")"],
+    ["NOTIFICATION_PREFETCH=0", NotificationConfig, { NOTIFICATION_PREFETCH: "0" }, "NOTIFICATION_PREFETCH must be an integer from 1 to 65535 (got \"0\")"],
+    ["NOTIFICATION_FAILURE_RATE=2", NotificationConfig, { NOTIFICATION_FAILURE_RATE: "2" }, "NOTIFICATION_FAILURE_RATE must be a number from 0 to 1 (got \"2\")"],
+    ["PUBLISH_TIMEOUT_MS=1.5", OrderConfig, { PUBLISH_TIMEOUT_MS: "1.5" }, "PUBLISH_TIMEOUT_MS must be an integer from 1 to 600000 (got \"1.5\")"],
+    ["AMQP_URL=http://x", SharedConfig, { AMQP_URL: "http://x" }, "AMQP_URL must be a comma-separated list of amqp:// or amqps:// URLs"]
+  ]
+  for (const [what, config, env, expected] of invalid) {
+    it.effect(`rejects ${what} with one line naming the variable and what it expects`, () =>
+      Effect.gen(function*() {
+        const line = yield* errorLine(config, env)
+        expect(line).toContain(expected)
+        expect(line.startsWith("Invalid configuration: ")).toBe(true)
+        expect(line).not.toContain("\n")
+      }))
+  }
+
+  it.effect("names every invalid variable at once", () =>
+    Effect.gen(function*() {
+      const line = yield* errorLine(NotificationConfig, { NOTIFICATION_PREFETCH: "0", NOTIFICATION_MAX_ATTEMPTS: "none" })
+      expect(line).toContain("NOTIFICATION_PREFETCH")
+      expect(line).toContain("NOTIFICATION_MAX_ATTEMPTS")
+    }))
+
+  it.effect("never echoes a broker password in an error", () =>
+    Effect.gen(function*() {
+      const line = yield* errorLine(SharedConfig, { AMQP_URL: "amqp://guest:s3cret@host:5672,ftp://nope" })
+      expect(line).toContain("AMQP_URL")
+      expect(line).not.toContain("s3cret")
+    }))
+
+  it.effect("reads a comma-separated AMQP_URL as several nodes", () =>
+    Effect.gen(function*() {
+      const { amqpUrls } = yield* load(SharedConfig, { AMQP_URL: "amqp://a:p@node1:5672, amqp://a:p@node2:5672" })
+      expect(amqpUrls.map(redactUrl)).toEqual(["amqp://a:***@node1:5672", "amqp://a:***@node2:5672"])
+    }))
+})

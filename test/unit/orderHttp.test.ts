@@ -1,0 +1,161 @@
+import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { CommandPublisher } from "../../src/order/CommandPublisher"
+import { BrokerUnavailable } from "../../src/order/Errors"
+import { HttpRoutes } from "../../src/order/Http"
+import { Orders } from "../../src/order/Orders"
+import type { SendNotificationCommand } from "../../src/messaging/SendNotificationCommand"
+
+/** The order API in memory: a real HTTP server on a random port, the publisher swapped for a double. */
+const orderApiWith = (publisher: CommandPublisher["Type"]) =>
+  HttpRoutes.pipe(
+    Layer.provide(Orders.Default),
+    Layer.provide(Layer.succeed(CommandPublisher, publisher)),
+    Layer.provideMerge(NodeHttpServer.layerTest)
+  )
+
+const recordingPublisher = () => {
+  const published: Array<SendNotificationCommand> = []
+  const publisher = CommandPublisher.of({
+    publish: (command) => Effect.sync(() => void published.push(command)),
+    isReady: Effect.succeed(true)
+  })
+  return { published, publisher }
+}
+
+const post = (body: string, headers: Record<string, string> = { "content-type": "application/json" }) =>
+  HttpClientRequest.post("/orders").pipe(
+    HttpClientRequest.setHeaders(headers),
+    HttpClientRequest.bodyText(body, headers["content-type"]),
+    HttpClient.execute
+  )
+
+const jsonOf = (response: HttpClientResponse.HttpClientResponse) =>
+  Effect.map(response.json, (body) => body as Record<string, unknown>)
+
+describe("POST /orders", () => {
+  it.scoped("answers 201 with a UUIDv7 order id and publishes the same order", () => {
+    const { published, publisher } = recordingPublisher()
+    return Effect.gen(function*() {
+      const response = yield* post(JSON.stringify({ userId: 42 }))
+      expect(response.status).toBe(201)
+      const body = yield* jsonOf(response)
+      expect(body.message).toBe("Order created")
+      const order = body.order as { orderId: string; userId: number }
+      expect(order.userId).toBe(42)
+      expect(order.orderId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+      expect(published.map((c) => ({ orderId: c.orderId, userId: c.userId }))).toEqual([order])
+    }).pipe(Effect.provide(orderApiWith(publisher)))
+  })
+
+  const badBodies: ReadonlyArray<[string, string, string]> = [
+    ["not JSON", "{\"userId\": ", "MalformedRequest"],
+    ["missing userId", "{}", "HttpApiDecodeError"],
+    ["a string userId", "{\"userId\":\"42\"}", "HttpApiDecodeError"],
+    ["a negative userId", "{\"userId\":-1}", "HttpApiDecodeError"],
+    ["zero", "{\"userId\":0}", "HttpApiDecodeError"],
+    ["a fractional userId", "{\"userId\":1.5}", "HttpApiDecodeError"],
+    ["a null userId", "{\"userId\":null}", "HttpApiDecodeError"],
+    ["an out-of-range userId", "{\"userId\":1e400}", "HttpApiDecodeError"],
+    ["an unsafe integer", "{\"userId\":9007199254740993}", "HttpApiDecodeError"],
+    ["an array", "[{\"userId\":42}]", "HttpApiDecodeError"],
+    ["an empty body", "", "HttpApiDecodeError"]
+  ]
+  for (const [what, body, tag] of badBodies) {
+    it.scoped(`answers 400 ${tag} for ${what}, publishing nothing`, () => {
+      const { published, publisher } = recordingPublisher()
+      return Effect.gen(function*() {
+        const response = yield* post(body)
+        expect(response.status).toBe(400)
+        const error = yield* jsonOf(response)
+        expect(error._tag).toBe(tag)
+        expect(typeof error.message).toBe("string")
+        expect(String(error.message)).not.toContain("\n")
+        expect(published).toEqual([])
+      }).pipe(Effect.provide(orderApiWith(publisher)))
+    })
+  }
+
+  it.scoped("names the field at fault in one line", () => {
+    const { publisher } = recordingPublisher()
+    return Effect.gen(function*() {
+      const error = yield* post("{\"userId\":1.5}").pipe(Effect.flatMap(jsonOf))
+      expect(error.message).toBe("userId: Expected an integer, actual 1.5")
+    }).pipe(Effect.provide(orderApiWith(publisher)))
+  })
+
+  it.scoped("answers 413 for a body over 64 KiB", () => {
+    const { published, publisher } = recordingPublisher()
+    return Effect.gen(function*() {
+      const response = yield* post(JSON.stringify({ userId: 1, padding: "x".repeat(64 * 1024) }))
+      expect(response.status).toBe(413)
+      expect((yield* jsonOf(response))._tag).toBe("PayloadTooLarge")
+      expect(published).toEqual([])
+    }).pipe(Effect.provide(orderApiWith(publisher)))
+  })
+
+  it.scoped("accepts a body just under 64 KiB (the limit is the body, not the payload)", () => {
+    const { publisher } = recordingPublisher()
+    return Effect.gen(function*() {
+      const body = JSON.stringify({ userId: 1, padding: "" })
+      const padded = body.replace("\"\"", `"${"x".repeat(64 * 1024 - body.length)}"`)
+      expect(Buffer.byteLength(padded)).toBe(64 * 1024)
+      const response = yield* post(padded)
+      expect(response.status).toBe(201)
+    }).pipe(Effect.provide(orderApiWith(publisher)))
+  })
+
+  it.scoped("answers 503 BrokerUnavailable with Retry-After when the broker does not confirm", () => {
+    const publisher = CommandPublisher.of({
+      publish: () => Effect.fail(new BrokerUnavailable({ message: "The broker did not confirm the command within 5s" })),
+      isReady: Effect.succeed(false)
+    })
+    return Effect.gen(function*() {
+      const response = yield* post(JSON.stringify({ userId: 42 }))
+      expect(response.status).toBe(503)
+      expect(response.headers["retry-after"]).toBe("1")
+      expect(yield* jsonOf(response)).toEqual({
+        _tag: "BrokerUnavailable",
+        message: "The broker did not confirm the command within 5s"
+      })
+    }).pipe(Effect.provide(orderApiWith(publisher)))
+  })
+
+  it.scoped("answers 500 with a JSON body, no stack trace, when the publisher has a bug", () => {
+    const publisher = CommandPublisher.of({ publish: () => Effect.die(new Error("boom at line 12")), isReady: Effect.succeed(true) })
+    return Effect.gen(function*() {
+      const response = yield* post(JSON.stringify({ userId: 42 }))
+      expect(response.status).toBe(500)
+      const body = yield* jsonOf(response)
+      expect(body).toEqual({ _tag: "InternalServerError", message: "Internal server error" })
+    }).pipe(Effect.provide(orderApiWith(publisher)))
+  })
+})
+
+describe("other routes", () => {
+  it.scoped("answers 404 with a JSON body for unknown paths and methods", () => {
+    const { publisher } = recordingPublisher()
+    return Effect.gen(function*() {
+      for (const request of [HttpClientRequest.get("/nope"), HttpClientRequest.del("/orders"), HttpClientRequest.get("/orders")]) {
+        const response = yield* HttpClient.execute(request)
+        expect(response.status).toBe(404)
+        expect((yield* jsonOf(response))._tag).toBe("NotFound")
+      }
+    }).pipe(Effect.provide(orderApiWith(publisher)))
+  })
+
+  it.scoped("reports ready only while the publisher has a confirm channel", () => {
+    let ready = true
+    const publisher = CommandPublisher.of({ publish: () => Effect.void, isReady: Effect.sync(() => ready) })
+    return Effect.gen(function*() {
+      expect((yield* HttpClient.get("/health/ready")).status).toBe(200)
+      ready = false
+      const notReady = yield* HttpClient.get("/health/ready")
+      expect(notReady.status).toBe(503)
+      expect((yield* jsonOf(notReady))._tag).toBe("NotReady")
+      expect((yield* HttpClient.get("/health/live")).status).toBe(200)
+    }).pipe(Effect.provide(orderApiWith(publisher)))
+  })
+})
