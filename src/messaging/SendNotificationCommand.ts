@@ -18,8 +18,16 @@ const decodeJson = Schema.decodeEither(Schema.parseJson(SendNotificationCommand)
 
 export const encodeCommand = (command: SendNotificationCommand): Buffer => Buffer.from(encodeJson(command))
 
-/** AMQP properties of a command; `messageId` is the order id, so a receiver can deduplicate. */
-export const commandProperties = (command: SendNotificationCommand, appId: string): amqp.Options.Publish => ({
+/**
+ * AMQP properties of a command; `messageId` is the order id, so a receiver can deduplicate.
+ * `headers` may carry the trace context (`traceparent`).
+ */
+export const commandProperties = (
+  command: SendNotificationCommand,
+  appId: string,
+  headers?: Record<string, string> | undefined
+): amqp.Options.Publish => ({
+  ...(headers === undefined ? undefined : { headers }),
   persistent: true,
   mandatory: true,
   contentType: "application/json",

@@ -4,6 +4,8 @@ import { SharedConfig } from "../config/SharedConfig"
 import { AmqpConnection, closeQuietly } from "../messaging/AmqpConnection"
 import { declareCommandTopology } from "../messaging/CommandTopology"
 import { decodeCommand } from "../messaging/SendNotificationCommand"
+import { observeDelivery } from "../observability/Metrics"
+import { withConsumeSpan } from "../observability/TraceContext"
 import { describeCause } from "../runtime/describe"
 import { NotificationConfig } from "./NotificationConfig"
 import { NotificationSender } from "./NotificationSender"
@@ -69,7 +71,10 @@ const make = Effect.gen(function*() {
 
   const handle = (channel: amqp.Channel, message: amqp.Message) =>
     processDelivery(message, maxAttempts).pipe(
+      observeDelivery(message),
       Effect.flatMap((settlement) => settle(channel, message, settlement)),
+      // Continues the publisher's trace from the message headers.
+      withConsumeSpan(message, commandQueue),
       Effect.provideService(NotificationSender, sender)
     )
 

@@ -3,6 +3,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import { Healthy, NotReady } from "../runtime/Health"
+import { MetricsRoute, NOTIFICATION_METRICS } from "../observability/Metrics"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
 import { CommandConsumer } from "./CommandConsumer"
 import { NotificationApi } from "./NotificationApi"
@@ -24,9 +25,10 @@ const ServerLive = Layer.unwrapEffect(
   Effect.map(NotificationConfig, ({ healthPort }) => NodeHttpServer.layer(createServer, { port: healthPort }))
 )
 
-/** Health (and, later, metrics) on `NOTIFICATION_HEALTH_PORT`. */
+/** Health and metrics on `NOTIFICATION_HEALTH_PORT`. */
 export const HttpLive = HttpApiBuilder.serve().pipe(
   Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
+  Layer.provide(MetricsRoute({ serviceName: "notification-service", include: NOTIFICATION_METRICS })),
   Layer.provide(HttpApiBuilder.api(NotificationApi).pipe(Layer.provide(HealthHandlers))),
   HttpServer.withLogAddress,
   Layer.provide(ServerLive)

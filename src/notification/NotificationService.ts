@@ -1,5 +1,6 @@
 import { Layer } from "effect"
 import { AmqpConnection } from "../messaging/AmqpConnection"
+import { TracingLive } from "../observability/Tracing"
 import { CommandConsumerLive } from "./CommandConsumer"
 import { HttpLive } from "./Http"
 import { NotificationSender } from "./NotificationSender"
@@ -12,5 +13,6 @@ import { NotificationSender } from "./NotificationSender"
 export const NotificationServiceLive = HttpLive.pipe(
   Layer.provide(CommandConsumerLive),
   Layer.provide(NotificationSender.Default),
-  Layer.provide(AmqpConnection.layer({ connectionName: "notification-service" }))
+  Layer.provide(AmqpConnection.layer({ connectionName: "notification-service" })),
+  Layer.provide(TracingLive("notification-service"))
 )

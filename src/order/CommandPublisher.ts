@@ -3,6 +3,7 @@ import { Context, Deferred, Duration, Effect, Layer, Option, Ref } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
 import { AmqpConnection, closeQuietly } from "../messaging/AmqpConnection"
 import { declareCommandTopology } from "../messaging/CommandTopology"
+import { currentTraceHeaders } from "../observability/TraceContext"
 import { commandProperties, encodeCommand, type SendNotificationCommand } from "../messaging/SendNotificationCommand"
 import { BrokerUnavailable } from "./Errors"
 import { OrderConfig } from "./OrderConfig"
@@ -59,9 +60,11 @@ const make = Effect.gen(function*() {
       if (Option.isSome(blocked)) return yield* refuse(`The broker is refusing publishes (${blocked.value})`)
       const { channel, returned } = session.value
       const messageId: string = command.orderId
+      // This span's context, for the consumer to continue the trace (none while tracing is off).
+      const traceHeaders = yield* currentTraceHeaders
       return yield* Effect.async<void, BrokerUnavailable>((resume) => {
         try {
-          channel.sendToQueue(commandQueue, encodeCommand(command), commandProperties(command, APP_ID), (error) => {
+          channel.sendToQueue(commandQueue, encodeCommand(command), commandProperties(command, APP_ID, traceHeaders), (error) => {
             if (returned.delete(messageId)) {
               resume(refuse(`The broker could not route the command to queue "${commandQueue}"`))
             } else if (error) {
@@ -75,7 +78,15 @@ const make = Effect.gen(function*() {
           resume(refuse(`Lost the broker channel (${(error as Error).message})`))
         }
       }).pipe(Effect.timeoutFail({ duration: publishTimeout, onTimeout: () => new BrokerUnavailable({ message: timeoutMessage }) }))
-    }).pipe(Effect.withSpan("CommandPublisher.publish", { attributes: { "messaging.message.id": command.orderId } }))
+    }).pipe(Effect.withSpan("CommandPublisher.publish", {
+      kind: "producer",
+      attributes: {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": commandQueue,
+        "messaging.message.id": command.orderId
+      }
+    }))
 
   return CommandPublisher.of({
     publish,

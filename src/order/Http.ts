@@ -3,8 +3,10 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import { Healthy, NotReady } from "../runtime/Health"
+import { MetricsRoute, ORDER_METRICS } from "../observability/Metrics"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
 import { CommandPublisher } from "./CommandPublisher"
+import { DocsLive } from "./Docs"
 import { OrderApi, OrderCreated } from "./OrderApi"
 import { OrderConfig } from "./OrderConfig"
 import { Orders } from "./Orders"
@@ -37,6 +39,8 @@ const ServerLive = Layer.unwrapEffect(
 /** The order API's routes on whichever `HttpServer` is provided (tests use `NodeHttpServer.layerTest`). */
 export const HttpRoutes = HttpApiBuilder.serve().pipe(
   Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
+  // Beside the API: GET /docs, /openapi.json and /metrics.
+  Layer.provide([DocsLive, MetricsRoute({ serviceName: "order-service", include: ORDER_METRICS })]),
   Layer.provide(ApiLive)
 )
 

@@ -1,5 +1,6 @@
 import { Layer } from "effect"
 import { AmqpConnection } from "../messaging/AmqpConnection"
+import { TracingLive } from "../observability/Tracing"
 import { CommandPublisherLive } from "./CommandPublisher"
 import { HttpLive } from "./Http"
 import { Orders } from "./Orders"
@@ -12,5 +13,6 @@ import { Orders } from "./Orders"
 export const OrderServiceLive = HttpLive.pipe(
   Layer.provide(Orders.Default),
   Layer.provide(CommandPublisherLive),
-  Layer.provide(AmqpConnection.layer({ connectionName: "order-service" }))
+  Layer.provide(AmqpConnection.layer({ connectionName: "order-service" })),
+  Layer.provide(TracingLive("order-service"))
 )
