@@ -103,15 +103,17 @@ const make = (connectionName: string) =>
       }).pipe(Effect.map((connection) => ({ connection, url: redactUrl(url) })))
     })
 
-    const connectWithBackoff = connectToNextNode.pipe(
-      Effect.tapError((error) => Effect.logWarning(error.message)),
-      Effect.retry(reconnectSchedule)
-    )
+    // Each attempt is acquired on its own: an acquisition cannot be interrupted, and a shutdown
+    // while the broker is away must not wait for the whole backoff, only for one attempt.
+    const connectWithBackoff = Effect.acquireRelease(connectToNextNode, ({ connection }) =>
+      Effect.zipRight(SubscriptionRef.set(state, Option.none()), closeQuietly(connection))).pipe(
+        Effect.tapError((error) => Effect.logWarning(error.message)),
+        Effect.retry(reconnectSchedule)
+      )
 
     // One connection, from opening to loss. Scoped: interrupting it (shutdown) closes the connection.
     const connectionLifetime = Effect.gen(function*() {
-      const { connection, url } = yield* Effect.acquireRelease(connectWithBackoff, ({ connection }) =>
-        Effect.zipRight(SubscriptionRef.set(state, Option.none()), closeQuietly(connection)))
+      const { connection, url } = yield* connectWithBackoff
       const closed = yield* Deferred.make<string>()
       // 'error' always precedes 'close'; without a listener it would be thrown.
       connection.on("error", () => undefined)
