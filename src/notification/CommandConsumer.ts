@@ -50,7 +50,8 @@ const settle = (channel: amqp.Channel, message: amqp.Message, settlement: Settle
       return Effect.logWarning("The channel closed before this delivery was settled; the broker will redeliver it")
     }
     return Settlement.$match(settlement, {
-      Ack: () => Effect.void,
+      // The one sign that a command was processed; the fault-injection suite counts these.
+      Ack: () => Effect.logDebug(`Notification sent for order ${String(message.properties.messageId ?? "unknown")}`),
       Retry: ({ reason }) => Effect.logWarning(`Send failed, requeued: ${reason}`),
       DeadLetter: ({ reason }) => Effect.logError(`Dead-lettered: ${reason}`)
     })

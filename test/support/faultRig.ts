@@ -1,0 +1,353 @@
+import * as amqp from "amqplib"
+import { Effect, Fiber, Ref } from "effect"
+import { once } from "node:events"
+import { readdirSync, readFileSync } from "node:fs"
+import { uniqueQueueName } from "./broker"
+import { FAULT_AMQP_URL, rabbitmqctl } from "./privateBroker"
+import { freePort, type ServiceProcess, spawnService } from "./processes"
+
+/**
+ * The fault suite's rig: the real services as child processes against the private node, orders
+ * posted over HTTP, and an account of every accepted order from the consumers' own log lines
+ * and the broker's dead-letter queue.
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Services
+
+export interface RunningService extends ServiceProcess {
+  readonly port: number
+}
+
+const sharedEnv = (queue: string) => ({
+  AMQP_URL: FAULT_AMQP_URL,
+  COMMAND_QUEUE: queue,
+  LOG_FORMAT: "json",
+  // The consumer logs each ack at debug level: the suite's proof that an order was processed.
+  LOG_LEVEL: "debug"
+})
+
+/** The order API as a child process, once it answers ready. */
+export const startOrderService = (queue: string, env: Record<string, string | number> = {}) =>
+  Effect.gen(function*() {
+    const port = yield* freePort
+    const service = yield* spawnService("order/main.ts", { ...sharedEnv(queue), PORT: port, ...env })
+    yield* Effect.addFinalizer(() => killTree(service))
+    yield* waitForReadiness(port, 200, { what: "the order service to be ready" })
+    return { ...service, port } satisfies RunningService
+  })
+
+/** A notification service as a child process, once it answers ready. */
+export const startNotificationService = (queue: string, env: Record<string, string | number> = {}) =>
+  Effect.gen(function*() {
+    const port = yield* freePort
+    const service = yield* spawnService("notification/main.ts", {
+      ...sharedEnv(queue),
+      NOTIFICATION_HEALTH_PORT: port,
+      NOTIFICATION_SEND_DELAY_MS: 0,
+      ...env
+    })
+    yield* Effect.addFinalizer(() => killTree(service))
+    yield* waitForReadiness(port, 200, { what: "the notification service to be ready" })
+    return { ...service, port } satisfies RunningService
+  })
+
+/**
+ * The processes `pid` started, children first. `tsx` runs the service in a child node process and
+ * cannot relay SIGKILL to it, so a SIGKILL meant for the service must go to that child.
+ */
+const descendants = (pid: number): Array<number> => {
+  const children = new Map<number, Array<number>>()
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8")
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+      children.set(parent, [...(children.get(parent) ?? []), Number(entry)])
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  const found: Array<number> = []
+  const visit = (p: number) => {
+    for (const child of children.get(p) ?? []) {
+      found.push(child)
+      visit(child)
+    }
+  }
+  visit(pid)
+  return found
+}
+
+const killQuietly = (pid: number, signal: NodeJS.Signals) => {
+  try {
+    process.kill(pid, signal)
+  } catch {
+    // Already gone.
+  }
+}
+
+/** Kills the service process and everything it started; the test's finalizer for each service. */
+const killTree = (service: ServiceProcess) =>
+  Effect.sync(() => {
+    const pid = service.child.pid
+    if (pid === undefined) return
+    for (const child of descendants(pid)) killQuietly(child, "SIGKILL")
+    killQuietly(pid, "SIGKILL")
+  })
+
+/**
+ * Sends `signal` to the service's own process (not the tsx wrapper) and waits until its output is
+ * fully read: 'close' comes after the last line on the pipes, so the account sees every line.
+ */
+export const killAndDrain = (service: ServiceProcess, signal: NodeJS.Signals) =>
+  Effect.promise(() => {
+    const closed = once(service.child, "close")
+    const pid = service.child.pid!
+    const [servicePid] = descendants(pid)
+    killQuietly(servicePid ?? pid, signal)
+    return closed.then(() => undefined)
+  })
+
+/** GET /health/ready's status, or 0 when nothing answers. */
+export const readiness = (port: number) =>
+  Effect.promise(() =>
+    fetch(`http://127.0.0.1:${port}/health/ready`, { signal: AbortSignal.timeout(2_000) })
+      .then(async (response) => {
+        await response.arrayBuffer()
+        return response.status
+      })
+      .catch(() => 0)
+  )
+
+/** Polls readiness until it is `status`; resolves with the time it took. */
+export const waitForReadiness = (
+  port: number,
+  status: 200 | 503,
+  options: { readonly timeoutMs?: number; readonly what?: string } = {}
+) =>
+  until(readiness(port), (s) => s === status, { timeoutMs: options.timeoutMs ?? 30_000, what: options.what ?? `/health/ready = ${status}` })
+
+/**
+ * Runs `probe` every 50 ms until `check` holds (where no event exists to wait on); fails with the
+ * last value after the deadline. Succeeds with the milliseconds it took.
+ */
+export const until = <A>(
+  probe: Effect.Effect<A>,
+  check: (value: A) => boolean,
+  options: { readonly timeoutMs?: number; readonly what?: string; readonly intervalMs?: number } = {}
+) =>
+  Effect.gen(function*() {
+    const start = Date.now()
+    const deadline = start + (options.timeoutMs ?? 30_000)
+    let last = yield* probe
+    while (!check(last)) {
+      if (Date.now() > deadline) {
+        return yield* Effect.dieMessage(`Timed out waiting for ${options.what ?? "a condition"}; last value: ${JSON.stringify(last)}`)
+      }
+      yield* Effect.sleep(options.intervalMs ?? 50)
+      last = yield* probe
+    }
+    return Date.now() - start
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Orders
+
+export interface OrderAnswer {
+  /** HTTP status, or 0 when the request failed or hung past the client's limit. */
+  readonly status: number
+  readonly orderId?: string | undefined
+  readonly startedAt: number
+  readonly finishedAt: number
+  readonly latencyMs: number
+  readonly error?: string | undefined
+}
+
+/** POSTs one order. A request that takes `hangAfterMs` counts as hung (status 0). */
+export const postOrder = (port: number, hangAfterMs = 30_000) =>
+  Effect.promise(async (): Promise<OrderAnswer> => {
+    const startedAt = Date.now()
+    const done = (status: number, extra: Partial<OrderAnswer> = {}): OrderAnswer => {
+      const finishedAt = Date.now()
+      return { status, startedAt, finishedAt, latencyMs: finishedAt - startedAt, ...extra }
+    }
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/orders`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ userId: 42 }),
+        signal: AbortSignal.timeout(hangAfterMs)
+      })
+      const body = (await response.json()) as { order?: { orderId?: string }; _tag?: string }
+      return done(response.status, response.status === 201 ? { orderId: body.order?.orderId } : { error: body._tag })
+    } catch (error) {
+      return done(0, { error: String(error) })
+    }
+  })
+
+/** POSTs `count` orders, `concurrency` at a time. */
+export const postOrders = (port: number, count: number, concurrency: number) =>
+  Effect.forEach(Array.from({ length: count }), () => postOrder(port), { concurrency })
+
+/**
+ * Keeps posting orders from `workers` loops (each pausing `pauseMs` between its requests, to keep
+ * the rate modest) until `stop` is run; `stop` lets every request in flight finish, so no accepted
+ * order goes unrecorded.
+ */
+export const postContinuously = (port: number, options: { readonly workers: number; readonly pauseMs: number; readonly hangAfterMs?: number }) =>
+  Effect.gen(function*() {
+    const answers: Array<OrderAnswer> = []
+    const stopping = yield* Ref.make(false)
+    const worker = Effect.gen(function*() {
+      while (!(yield* Ref.get(stopping))) {
+        answers.push(yield* postOrder(port, options.hangAfterMs))
+        yield* Effect.sleep(options.pauseMs)
+      }
+    })
+    const fiber = yield* Effect.forkScoped(Effect.all(Array.from({ length: options.workers }, () => worker), { concurrency: "unbounded" }))
+    return {
+      answers: answers as ReadonlyArray<OrderAnswer>,
+      stop: Ref.set(stopping, true).pipe(Effect.zipRight(Fiber.join(fiber)), Effect.as(answers as ReadonlyArray<OrderAnswer>))
+    }
+  })
+
+export const acceptedIds = (answers: ReadonlyArray<OrderAnswer>) =>
+  answers.flatMap((answer) => (answer.status === 201 && answer.orderId !== undefined ? [answer.orderId] : []))
+
+// ---------------------------------------------------------------------------------------------
+// The broker
+
+/**
+ * A unique command queue for one test; it and its dead-letter queue are deleted when the scope
+ * closes (after the broker has been brought back, see `brokerRestoredOnExit`).
+ */
+export const faultQueue = (label: string) =>
+  Effect.acquireRelease(Effect.sync(() => uniqueQueueName(`faults.${label}`)), (queue) =>
+    Effect.promise(async () => {
+      for (const name of [queue, `${queue}.dlq`]) await rabbitmqctl("delete_queue", name).catch(() => undefined)
+    }))
+
+/** Whatever a test did to the private node, it runs its app at normal memory limits afterwards. */
+export const brokerRestoredOnExit = Effect.addFinalizer(() =>
+  Effect.promise(async () => {
+    await rabbitmqctl("start_app").catch(() => undefined)
+    await rabbitmqctl("set_vm_memory_high_watermark", "0.4").catch(() => undefined)
+  }))
+
+/** Messages in a queue, ready and unacknowledged. */
+export const queueDepth = (queue: string) =>
+  Effect.promise(async () => {
+    const out = await rabbitmqctl("list_queues", "name", "messages", "--no-table-headers")
+    const row = out.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) => name === queue)
+    return row === undefined ? -1 : Number(row[1])
+  })
+
+/** Takes every message out of the dead-letter queue; their messageIds. */
+export const drainDeadLetters = (queue: string) =>
+  Effect.promise(async () => {
+    const connection = await amqp.connect(FAULT_AMQP_URL)
+    try {
+      const channel = await connection.createChannel()
+      const ids: Array<string> = []
+      for (;;) {
+        const message = await channel.get(`${queue}.dlq`, { noAck: true })
+        if (message === false) return ids
+        ids.push(String(message.properties.messageId))
+      }
+    } finally {
+      await connection.close().catch(() => undefined)
+    }
+  })
+
+// ---------------------------------------------------------------------------------------------
+// The account
+
+interface LogLine {
+  readonly message: unknown
+  readonly logLevel: string
+}
+
+const parse = (line: string): LogLine | undefined => {
+  try {
+    return JSON.parse(line) as LogLine
+  } catch {
+    return undefined
+  }
+}
+
+const count = (lines: ReadonlyArray<string>, pattern: RegExp) => {
+  const counts = new Map<string, number>()
+  for (const line of lines) {
+    const message = parse(line)?.message
+    const match = typeof message === "string" ? pattern.exec(message) : null
+    if (match !== null) counts.set(match[1]!, (counts.get(match[1]!) ?? 0) + 1)
+  }
+  return counts
+}
+
+/** Per orderId: send attempts ("Sending notification for order ...") and acks ("Notification sent ..."). */
+export const consumerRecord = (consumers: ReadonlyArray<ServiceProcess>) => {
+  const lines = consumers.flatMap((consumer) => consumer.lines)
+  return {
+    attempts: count(lines, /^Sending notification for order (\S+)$/),
+    acked: count(lines, /^Notification sent for order (\S+)$/)
+  }
+}
+
+export interface Account {
+  readonly accepted: number
+  readonly processed: number
+  readonly deadLettered: number
+  readonly lost: ReadonlyArray<string>
+  /** Acks beyond the first for one order: sends repeated because an ack was lost in a fault. */
+  readonly duplicates: number
+  /** Most send attempts any one order had. */
+  readonly maxAttempts: number
+}
+
+/**
+ * Waits until the command queue is empty and every accepted order is acked or dead-lettered (or
+ * the deadline passes), then settles the account. Call after the last order was posted.
+ */
+export const settleAccount = (
+  queue: string,
+  accepted: ReadonlyArray<string>,
+  consumers: ReadonlyArray<ServiceProcess>,
+  options: { readonly timeoutMs?: number } = {}
+) =>
+  Effect.gen(function*() {
+    const timeoutMs = options.timeoutMs ?? 60_000
+    // The broker's word that every command is settled (acked, or moved to the dead-letter queue)...
+    yield* until(queueDepth(queue), (n) => n === 0, { timeoutMs, intervalMs: 200, what: `queue ${queue} to be empty` })
+    const deadLetters = new Set(yield* drainDeadLetters(queue))
+    // ...then the consumers' ack lines, which may trail the acks by a few milliseconds on the pipe.
+    const unaccounted = () => {
+      const { acked } = consumerRecord(consumers)
+      return accepted.filter((id) => !acked.has(id) && !deadLetters.has(id)).length
+    }
+    yield* until(Effect.sync(unaccounted), (n) => n === 0, { timeoutMs: 5_000 }).pipe(Effect.catchAllDefect(() => Effect.void))
+    const { acked, attempts } = consumerRecord(consumers)
+    const ids = new Set(accepted)
+    return {
+      accepted: ids.size,
+      processed: [...ids].filter((id) => acked.has(id)).length,
+      deadLettered: [...ids].filter((id) => deadLetters.has(id)).length,
+      lost: [...ids].filter((id) => !acked.has(id) && !deadLetters.has(id)),
+      duplicates: [...acked.values()].reduce((sum, n) => sum + n - 1, 0),
+      maxAttempts: Math.max(0, ...attempts.values())
+    } satisfies Account
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/** The figures a scenario produced, printed for the README's table. */
+export const report = (scenario: string, figures: Record<string, unknown>) =>
+  Effect.sync(() => console.log(`[fault figures] ${scenario}: ${JSON.stringify(figures)}`))
+
+export const percentile = (values: ReadonlyArray<number>, p: number) => {
+  if (values.length === 0) return 0
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+}
