@@ -50,3 +50,35 @@ export const eventually = <A>(
     }
     return last
   })
+
+/**
+ * Messages in a queue, ready and unacknowledged together, as the broker counts them. Unlike
+ * `checkQueue` (ready only), this tells an acked delivery from one still held by a consumer.
+ */
+export const queueDepth = (queue: string) =>
+  Effect.promise(async () => {
+    const { execFile } = await import("node:child_process")
+    const output = await new Promise<string>((resolve, reject) =>
+      execFile("rabbitmqctl", ["list_queues", "--quiet", "--no-table-headers", "name", "messages"], (error, stdout) =>
+        error ? reject(error) : resolve(stdout))
+    )
+    const row = output.split("\n").map((line) => line.split("\t")).find(([name]) => name === queue)
+    return row === undefined ? 0 : Number(row[1])
+  })
+
+/** Resolves with the next message on `queue` (acked), from a consumer of the test's own. */
+export const nextMessage = (channel: amqp.Channel, queue: string) =>
+  Effect.async<amqp.ConsumeMessage>((resume) => {
+    let consumerTag: string | undefined
+    let delivered = false
+    channel.consume(queue, (message) => {
+      if (message === null || delivered) return
+      delivered = true
+      channel.ack(message)
+      if (consumerTag !== undefined) channel.cancel(consumerTag).catch(() => undefined)
+      resume(Effect.succeed(message))
+    }).then(({ consumerTag: tag }) => {
+      consumerTag = tag
+      if (delivered) channel.cancel(tag).catch(() => undefined)
+    })
+  })
