@@ -20,56 +20,57 @@ export interface ServiceProcess {
   readonly child: ChildProcess
   /** Every line the service printed so far, stdout and stderr. */
   readonly lines: ReadonlyArray<string>
-  /** Resolves with the first line (already printed or to come) that matches. */
-  readonly waitForLine: (pattern: RegExp, timeoutMs?: number) => Effect.Effect<string>
+  /** Resolves with the `count`th line (already printed or to come) that matches; 1 by default. */
+  readonly waitForLine: (pattern: RegExp, options?: { readonly count?: number; readonly timeoutMs?: number }) => Effect.Effect<string>
   readonly exitCode: Effect.Effect<number | null>
 }
 
 /**
- * Runs `src/<entry>` as a user would (`tsx`), as a child process killed when the scope closes.
+ * Runs `src/<entry>` as `npm start` does (`node --import tsx`), as a child process killed when the
+ * scope closes. Not through the `tsx` CLI: that wrapper relays a signal and, if the busy child has
+ * not acknowledged it within 30 ms, kills it outright, which defeats a graceful shutdown under load.
  * `LOG_FORMAT=json` by default, so tests can read the lines.
  */
 export const spawnService = (entry: string, env: Record<string, string | number>) =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const child = spawn("node_modules/.bin/tsx", [`src/${entry}`], {
+      const child = spawn(process.execPath, ["--import", "tsx", `src/${entry}`], {
         env: { ...process.env, LOG_FORMAT: "json", ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])) },
         stdio: ["ignore", "pipe", "pipe"]
       })
       const lines: Array<string> = []
-      const waiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>()
+      const waiters = new Set<() => void>()
       const onData = (buffered: { rest: string }) => (chunk: Buffer) => {
         const text = buffered.rest + chunk.toString("utf8")
         const complete = text.split("\n")
         buffered.rest = complete.pop() ?? ""
-        for (const line of complete) {
-          lines.push(line)
-          for (const waiter of waiters) {
-            if (waiter.pattern.test(line)) {
-              waiters.delete(waiter)
-              waiter.resolve(line)
-            }
-          }
-        }
+        lines.push(...complete)
+        for (const check of waiters) check()
       }
       child.stdout!.on("data", onData({ rest: "" }))
       child.stderr!.on("data", onData({ rest: "" }))
       const exited = once(child, "exit").then(([code]) => code as number | null)
 
-      const waitForLine = (pattern: RegExp, timeoutMs = 20_000) =>
-        Effect.promise(() => {
-          const seen = lines.find((line) => pattern.test(line))
-          if (seen !== undefined) return Promise.resolve(seen)
-          return new Promise<string>((resolve, reject) => {
-            const waiter = { pattern, resolve }
-            waiters.add(waiter)
-            setTimeout(() => {
-              if (waiters.delete(waiter)) {
-                reject(new Error(`${entry} printed no line matching ${pattern} within ${timeoutMs} ms:\n${lines.join("\n")}`))
-              }
+      const waitForLine = (pattern: RegExp, options: { readonly count?: number; readonly timeoutMs?: number } = {}) =>
+        Effect.promise(() =>
+          new Promise<string>((resolve, reject) => {
+            const count = options.count ?? 1
+            const timeoutMs = options.timeoutMs ?? 20_000
+            const check = () => {
+              const matching = lines.filter((line) => pattern.test(line))
+              if (matching.length < count) return
+              waiters.delete(check)
+              clearTimeout(timer)
+              resolve(matching[count - 1]!)
+            }
+            const timer = setTimeout(() => {
+              waiters.delete(check)
+              reject(new Error(`${entry} printed no ${count}th line matching ${pattern} within ${timeoutMs} ms:\n${lines.join("\n")}`))
             }, timeoutMs)
+            waiters.add(check)
+            check()
           })
-        })
+        )
 
       return { child, lines, waitForLine, exitCode: Effect.promise(() => exited) } satisfies ServiceProcess
     }),

@@ -1,0 +1,106 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { makeOrderId, UserId } from "../../src/domain/Order"
+import { declareCommandTopology } from "../../src/messaging/CommandTopology"
+import { commandProperties, encodeCommand, SendNotificationCommand } from "../../src/messaging/SendNotificationCommand"
+import { queueDepth, testBroker, uniqueQueueName } from "../support/broker"
+import { freePort, spawnService } from "../support/processes"
+
+const messageOf = (line: string) => {
+  try {
+    return String((JSON.parse(line) as { message: unknown }).message)
+  } catch {
+    return line
+  }
+}
+
+describe("services as processes", () => {
+  it.scopedLive("on SIGTERM, finish the sends in flight, ack them all, and exit 0", () =>
+    Effect.gen(function*() {
+      const queue = uniqueQueueName("sigterm")
+      const { channel } = yield* testBroker(queue)
+      yield* declareCommandTopology(channel, queue)
+      const commands = Array.from({ length: 5 }, () => new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(1) }))
+      for (const command of commands) channel.sendToQueue(queue, encodeCommand(command), commandProperties(command, "test"))
+
+      const service = yield* spawnService("notification/main.ts", {
+        COMMAND_QUEUE: queue,
+        NOTIFICATION_PREFETCH: 5,
+        NOTIFICATION_SEND_DELAY_MS: 1500,
+        NOTIFICATION_HEALTH_PORT: yield* freePort
+      })
+      // All five are mid-send (1.5 s each) when the signal arrives.
+      for (const command of commands) yield* service.waitForLine(new RegExp(`Sending notification for order ${command.orderId}`))
+      service.child.kill("SIGTERM")
+      expect(yield* service.exitCode).toBe(0)
+
+      // Nothing is left or came back: every in-flight delivery was acked before the channel closed.
+      expect(yield* queueDepth(queue)).toBe(0)
+      expect(service.lines.filter((line) => messageOf(line).startsWith("Sending notification")).length).toBe(5)
+      expect(service.lines.some((line) => /redeliver/.test(line))).toBe(false)
+    }), 60_000)
+
+  it.scopedLive("an invalid configuration value stops the service with exit 1 and one line naming it", () =>
+    Effect.gen(function*() {
+      const service = yield* spawnService("order/main.ts", { PORT: "abc" })
+      expect(yield* service.exitCode).toBe(1)
+      const printed = service.lines.filter((line) => line.trim() !== "")
+      expect(printed).toHaveLength(1)
+      expect(messageOf(printed[0]!)).toBe("Invalid configuration: PORT must be an integer from 1 to 65535 (got \"abc\")")
+    }))
+
+  it.scopedLive("an invalid LOG_FORMAT is reported too", () =>
+    Effect.gen(function*() {
+      const service = yield* spawnService("notification/main.ts", { LOG_FORMAT: "xml" })
+      expect(yield* service.exitCode).toBe(1)
+      expect(service.lines.join("\n")).toContain("LOG_FORMAT must be one of pretty, json, logfmt (got \"xml\")")
+    }))
+
+  it.scopedLive("with no broker, says so in one line without the password, keeps retrying, and still stops cleanly", () =>
+    Effect.gen(function*() {
+      const service = yield* spawnService("notification/main.ts", {
+        AMQP_URL: "amqp://guest:s3cret@127.0.0.1:1",
+        NOTIFICATION_HEALTH_PORT: yield* freePort
+      })
+      const first = yield* service.waitForLine(/Broker not reachable/)
+      expect(messageOf(first)).toMatch(/^Broker not reachable at amqp:\/\/guest:\*\*\*@127\.0\.0\.1:1 \(.*ECONNREFUSED.*\); retrying with backoff$/)
+      // Still retrying: a later attempt is reported too.
+      yield* service.waitForLine(/Broker not reachable/, { count: 2 })
+      service.child.kill("SIGTERM")
+      expect(yield* service.exitCode).toBe(0)
+      expect(service.lines.join("\n")).not.toContain("s3cret")
+      expect(service.lines.some((line) => line.includes("    at "))).toBe(false)
+    }), 30_000)
+
+  it.scopedLive("the order service drains in-flight requests on SIGTERM before closing its channel", () =>
+    Effect.gen(function*() {
+      const queue = uniqueQueueName("ordershutdown")
+      const { channel } = yield* testBroker(queue)
+      const port = yield* freePort
+      const service = yield* spawnService("order/main.ts", { COMMAND_QUEUE: queue, PORT: port })
+      yield* service.waitForLine(/Connected to/)
+      yield* Effect.promise(async () => {
+        for (;;) {
+          const ready = await fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status).catch(() => 0)
+          if (ready === 200) return
+          await new Promise((resolve) => setTimeout(resolve, 20))
+        }
+      })
+      // Requests in flight when the signal arrives all get an answer; every 201 is on the queue.
+      const requests = Array.from({ length: 200 }, (_, i) =>
+        fetch(`http://127.0.0.1:${port}/orders`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ userId: i + 1 })
+        }).then((response) => response.status, () => "connection refused"))
+      yield* Effect.promise(() => requests[0]!)
+      service.child.kill("SIGTERM")
+      const statuses = yield* Effect.promise(() => Promise.all(requests))
+      expect(yield* service.exitCode).toBe(0)
+      const created = statuses.filter((status) => status === 201).length
+      expect(created).toBeGreaterThan(0)
+      expect(statuses.every((status) => status === 201 || status === "connection refused")).toBe(true)
+      const declared = yield* Effect.promise(() => channel.checkQueue(queue))
+      expect(declared.messageCount).toBe(created)
+    }), 30_000)
+})
