@@ -29,6 +29,7 @@ const make = Effect.gen(function*() {
   const { publishTimeout } = yield* OrderConfig
   const current = yield* Ref.make(Option.none<ConfirmSession>())
   const timeoutMessage = `The broker did not confirm the command within ${Duration.format(publishTimeout)}`
+  const publishTimeoutMillis = Duration.toMillis(publishTimeout)
 
   // One confirm channel per connection: declared topology, then open for publishing until it closes.
   const confirmChannelSession = (model: amqp.ChannelModel) =>
@@ -63,21 +64,29 @@ const make = Effect.gen(function*() {
       // This span's context, for the consumer to continue the trace (none while tracing is off).
       const traceHeaders = yield* currentTraceHeaders
       return yield* Effect.async<void, BrokerUnavailable>((resume) => {
+        // The deadline is a plain timer, not `Effect.timeoutFail`, which races two extra fibers per
+        // publish; Node keeps timers of one duration in one list, so each costs O(1).
+        const deadline = setTimeout(() => resume(refuse(timeoutMessage)), publishTimeoutMillis)
+        const settle = (outcome: Effect.Effect<void, BrokerUnavailable>) => {
+          clearTimeout(deadline)
+          resume(outcome)
+        }
         try {
           channel.sendToQueue(commandQueue, encodeCommand(command), commandProperties(command, APP_ID, traceHeaders), (error) => {
             if (returned.delete(messageId)) {
-              resume(refuse(`The broker could not route the command to queue "${commandQueue}"`))
+              settle(refuse(`The broker could not route the command to queue "${commandQueue}"`))
             } else if (error) {
-              resume(refuse(`The broker did not accept the command (${error instanceof Error ? error.message : "nack"})`))
+              settle(refuse(`The broker did not accept the command (${error instanceof Error ? error.message : "nack"})`))
             } else {
-              resume(Effect.void)
+              settle(Effect.void)
             }
           })
         } catch (error) {
           // The channel closed between our check and the publish.
-          resume(refuse(`Lost the broker channel (${(error as Error).message})`))
+          settle(refuse(`Lost the broker channel (${(error as Error).message})`))
         }
-      }).pipe(Effect.timeoutFail({ duration: publishTimeout, onTimeout: () => new BrokerUnavailable({ message: timeoutMessage }) }))
+        return Effect.sync(() => clearTimeout(deadline))
+      })
     }).pipe(Effect.withSpan("CommandPublisher.publish", {
       kind: "producer",
       attributes: {

@@ -10,8 +10,10 @@ export class Orders extends Effect.Service<Orders>()("order/Orders", {
     const publisher = yield* CommandPublisher
     const create = (userId: UserId) =>
       Effect.gen(function*() {
-        const order = new Order({ orderId: makeOrderId(), userId })
-        yield* publisher.publish(new SendNotificationCommand(order)).pipe(
+        // Both fields are valid by construction (a fresh UUIDv7, a userId the API decoded), so the
+        // classes skip re-checking them: validation happens once, at the boundary.
+        const order = new Order({ orderId: makeOrderId(), userId }, true)
+        yield* publisher.publish(new SendNotificationCommand(order, true)).pipe(
           observePublish,
           Effect.annotateLogs("orderId", order.orderId)
         )
