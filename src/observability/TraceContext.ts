@@ -59,7 +59,9 @@ export const withConsumeSpan = (message: amqp.Message, queue: string) =>
     "messaging.rabbitmq.message.delivery_tag": message.fields.deliveryTag,
     "messaging.rabbitmq.message.redelivered": message.fields.redelivered
   }
+  // No stack trace: it would allocate an Error per delivery, even with tracing off.
+  const options = { kind: "consumer", captureStackTrace: false, attributes } as const
   return Option.isSome(parent)
-    ? Effect.withSpan(process, "CommandConsumer.consume", { kind: "consumer", parent: parent.value, attributes })
-    : Effect.withSpan(process, "CommandConsumer.consume", { kind: "consumer", root: true, attributes })
+    ? Effect.withSpan(process, "CommandConsumer.consume", { ...options, parent: parent.value })
+    : Effect.withSpan(process, "CommandConsumer.consume", { ...options, root: true })
 }

@@ -89,6 +89,8 @@ const make = Effect.gen(function*() {
       })
     }).pipe(Effect.withSpan("CommandPublisher.publish", {
       kind: "producer",
+      // A stack trace per publish (an Error allocated even with tracing off) would tell us nothing.
+      captureStackTrace: false,
       attributes: {
         "messaging.system": "rabbitmq",
         "messaging.operation.type": "send",
