@@ -111,13 +111,22 @@ const make = (connectionName: string) =>
         Effect.retry(reconnectSchedule)
       )
 
+    // Connections that have closed, marked synchronously on 'close', before `state` catches up. A
+    // session must not be restarted on one: amqplib never settles a channel opened there, and a
+    // session opens its channel uninterruptibly, so it would hang there and keep every later
+    // connection without a session.
+    const lost = new WeakSet<amqp.ChannelModel>()
+
     // One connection, from opening to loss. Scoped: interrupting it (shutdown) closes the connection.
     const connectionLifetime = Effect.gen(function*() {
       const { connection, url } = yield* connectWithBackoff
       const closed = yield* Deferred.make<string>()
       // 'error' always precedes 'close'; without a listener it would be thrown.
       connection.on("error", () => undefined)
-      connection.on("close", (error?: Error) => Deferred.unsafeDone(closed, Exit.succeed(error?.message ?? "closed")))
+      connection.on("close", (error?: Error) => {
+        lost.add(connection)
+        Deferred.unsafeDone(closed, Exit.succeed(error?.message ?? "closed"))
+      })
       connection.on("blocked", (reason: string) => Effect.runSync(Ref.set(blocked, Option.some(reason))))
       connection.on("unblocked", () => Effect.runSync(Ref.set(blocked, Option.none())))
       yield* Ref.set(blocked, Option.none())
@@ -132,28 +141,32 @@ const make = (connectionName: string) =>
     const isCurrent = (connection: amqp.ChannelModel) =>
       Effect.map(SubscriptionRef.get(state), (current) => Option.contains(current, connection))
 
+    const nextOpenConnection = state.changes.pipe(
+      Stream.filterMap(Option.filter((connection) => !lost.has(connection))),
+      Stream.runHead,
+      Effect.map(Option.getOrThrow) // `changes` never ends
+    )
+
     const withEveryConnection = <E, R>(session: (connection: amqp.ChannelModel) => Effect.Effect<void, E, R>) => {
       const keepSession = (connection: amqp.ChannelModel) =>
-        Effect.scoped(session(connection)).pipe(
+        Effect.suspend(() => (lost.has(connection) ? Effect.void : Effect.scoped(session(connection)))).pipe(
           Effect.exit,
           Effect.flatMap((exit) =>
             Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
               ? Effect.whenEffect(Effect.logError(describeCause(exit.cause)), isCurrent(connection))
               : Effect.void
           ),
-          Effect.repeat(sessionRestartSchedule)
+          Effect.repeat({ schedule: sessionRestartSchedule, while: () => !lost.has(connection) })
         )
-      return state.changes.pipe(
-        Stream.flatMap(
-          Option.match({
-            onNone: () => Stream.empty,
-            onSome: (connection) => Stream.fromEffect(keepSession(connection))
-          }),
-          { switch: true }
-        ),
-        Stream.runDrain,
-        Effect.andThen(Effect.never)
-      ) as Effect.Effect<never, never, Exclude<R, Scope.Scope>>
+      // One session at a time, on the newest open connection, until that connection is lost: every
+      // session ends by itself then, as its channel closes with the connection. (Interrupting it
+      // instead, with `Stream.flatMap(..., { switch: true })` over `state`, left the consumer's
+      // session running on the dead connection when the interruption came while it was closing.)
+      return Effect.forever(Effect.flatMap(nextOpenConnection, keepSession)) as Effect.Effect<
+        never,
+        never,
+        Exclude<R, Scope.Scope>
+      >
     }
 
     return AmqpConnection.of({ state, blocked, withEveryConnection })

@@ -1,0 +1,149 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import {
+  acceptedIds,
+  brokerRestoredOnExit,
+  consumerRecord,
+  faultQueue,
+  type OrderAnswer,
+  percentile,
+  postContinuously,
+  readiness,
+  report,
+  settleAccount,
+  startNotificationService,
+  startOrderService,
+  until,
+  waitForReadiness
+} from "../support/faultRig"
+import { rabbitmqctl } from "../support/privateBroker"
+
+const PUBLISH_TIMEOUT_MS = 2_000
+/** What an HTTP round trip on loopback may add to the service's own deadline. */
+const HTTP_SLACK_MS = 250
+
+const refusalsAmong = (answers: ReadonlyArray<OrderAnswer>) => answers.filter((a) => a.status !== 201)
+
+/** Both services, an order stream running, and the orders accepted before any fault. */
+const runningSystem = (label: string) =>
+  Effect.gen(function*() {
+    const queue = yield* faultQueue(label)
+    yield* brokerRestoredOnExit
+    const orders = yield* startOrderService(queue, { PUBLISH_TIMEOUT_MS })
+    const consumer = yield* startNotificationService(queue, { NOTIFICATION_PREFETCH: 20 })
+    const poster = yield* postContinuously(orders.port, { workers: 4, pauseMs: 20, hangAfterMs: PUBLISH_TIMEOUT_MS + 10_000 })
+    yield* until(Effect.sync(() => acceptedIds(poster.answers).length), (n) => n >= 100, { what: "100 orders accepted before the fault" })
+    return { queue, orders, consumer, poster }
+  })
+
+/** Waits until an order accepted after `since` has been processed: the consumer works again. */
+const consumerResumedAfter = (since: number, answers: ReadonlyArray<OrderAnswer>, consumer: Parameters<typeof consumerRecord>[0][number]) =>
+  until(
+    Effect.sync(() => {
+      const { acked } = consumerRecord([consumer])
+      return answers.some((a) => a.startedAt > since && a.status === 201 && acked.has(a.orderId!))
+    }),
+    (resumed) => resumed,
+    { what: "the consumer to process an order accepted after the fault" }
+  )
+
+const firstAcceptanceAfter = (since: number, answers: ReadonlyArray<OrderAnswer>) =>
+  until(
+    Effect.sync(() => answers.find((a) => a.startedAt >= since && a.status === 201)),
+    (answer) => answer !== undefined,
+    { what: "an order accepted after the broker's return" }
+  ).pipe(Effect.zipRight(Effect.sync(() => answers.find((a) => a.startedAt >= since && a.status === 201)!)))
+
+describe("the broker fails under the services", () => {
+  it.scopedLive("closing every connection: both services reconnect by themselves and nothing is lost", () =>
+    Effect.gen(function*() {
+      const { consumer, orders, poster, queue } = yield* runningSystem("close-connections")
+
+      yield* Effect.promise(() => rabbitmqctl("close_all_connections", "fault-injection suite"))
+      // rabbitmqctl returns once the connections are closed: the services are cut off from here.
+      const cutAt = Date.now()
+      yield* orders.waitForLine(/Connection to .* lost/)
+      yield* consumer.waitForLine(/Connection to .* lost/)
+      yield* waitForReadiness(orders.port, 200)
+      const orderReadyMs = Date.now() - cutAt
+      yield* waitForReadiness(consumer.port, 200)
+      const consumerReadyMs = Date.now() - cutAt
+      const accepted = yield* firstAcceptanceAfter(cutAt, poster.answers)
+      yield* consumerResumedAfter(cutAt, poster.answers, consumer)
+
+      const answers = yield* poster.stop
+      const account = yield* settleAccount(queue, acceptedIds(answers), [consumer])
+      const refusals = refusalsAmong(answers)
+      yield* report("close_all_connections", {
+        orders: answers.length,
+        ...account,
+        lost: account.lost.length,
+        refused: refusals.length,
+        orderReadyMs,
+        consumerReadyMs,
+        acceptingAgainMs: accepted.finishedAt - cutAt,
+        maxRefusalMs: Math.max(0, ...refusals.map((a) => a.latencyMs))
+      })
+      expect(account.lost).toEqual([])
+      expect(account.deadLettered).toBe(0)
+      // Neither process was restarted.
+      expect([orders.child.exitCode, consumer.child.exitCode]).toEqual([null, null])
+      expect(refusals.filter((a) => a.status !== 503)).toEqual([])
+      expect(refusals.filter((a) => a.latencyMs > PUBLISH_TIMEOUT_MS + HTTP_SLACK_MS)).toEqual([])
+      expect(accepted.finishedAt - cutAt).toBeLessThan(5_000)
+    }))
+
+  it.scopedLive("stopping and starting the broker under load: quick 503s while away, acceptance back within 5 s, nothing lost", () =>
+    Effect.gen(function*() {
+      const { consumer, orders, poster, queue } = yield* runningSystem("stop-start")
+
+      const stoppedAt = Date.now()
+      yield* Effect.promise(() => rabbitmqctl("stop_app"))
+      // Readiness follows the connection on both sides.
+      yield* waitForReadiness(orders.port, 503)
+      yield* waitForReadiness(consumer.port, 503)
+      const downAt = Date.now()
+      // Orders keep coming while the broker is away: wait for a good number of refusals.
+      yield* until(
+        Effect.sync(() => poster.answers.filter((a) => a.startedAt >= downAt && a.status !== 201).length),
+        (n) => n >= 50,
+        { what: "refusals while the broker is away" }
+      )
+      const outageAnswers = poster.answers.filter((a) => a.startedAt >= downAt)
+      expect(outageAnswers.length).toBeGreaterThanOrEqual(50)
+      expect(outageAnswers.filter((a) => a.status === 201)).toEqual([])
+
+      yield* Effect.promise(() => rabbitmqctl("start_app"))
+      const backAt = Date.now()
+      const accepted = yield* firstAcceptanceAfter(backAt, poster.answers)
+      yield* waitForReadiness(orders.port, 200)
+      yield* waitForReadiness(consumer.port, 200)
+      const consumerReadyMs = Date.now() - backAt
+      yield* consumerResumedAfter(backAt, poster.answers, consumer)
+
+      const answers = yield* poster.stop
+      const account = yield* settleAccount(queue, acceptedIds(answers), [consumer])
+      const refusals = refusalsAmong(answers)
+      const latencies = refusals.map((a) => a.latencyMs)
+      yield* report("stop_app/start_app", {
+        orders: answers.length,
+        ...account,
+        lost: account.lost.length,
+        refused: refusals.length,
+        outageMs: backAt - stoppedAt,
+        acceptingAgainMs: accepted.finishedAt - backAt,
+        consumerReadyMs,
+        refusalP50Ms: percentile(latencies, 50),
+        refusalP99Ms: percentile(latencies, 99),
+        refusalMaxMs: Math.max(0, ...latencies)
+      })
+      expect(account.lost).toEqual([])
+      expect(account.deadLettered).toBe(0)
+      expect([orders.child.exitCode, consumer.child.exitCode]).toEqual([null, null])
+      // Every refusal is a 503, none hung: within the publish timeout.
+      expect(refusals.filter((a) => a.status !== 503)).toEqual([])
+      expect(refusals.filter((a) => a.latencyMs > PUBLISH_TIMEOUT_MS + HTTP_SLACK_MS)).toEqual([])
+      expect(accepted.finishedAt - backAt).toBeLessThanOrEqual(5_000)
+      expect(yield* readiness(orders.port)).toBe(200)
+    }))
+})
