@@ -299,6 +299,7 @@ export interface Account {
   readonly accepted: number
   readonly processed: number
   readonly deadLettered: number
+  readonly deadLetteredIds: ReadonlyArray<string>
   readonly lost: ReadonlyArray<string>
   /** Acks beyond the first for one order: sends repeated because an ack was lost in a fault. */
   readonly duplicates: number
@@ -333,6 +334,7 @@ export const settleAccount = (
       accepted: ids.size,
       processed: [...ids].filter((id) => acked.has(id)).length,
       deadLettered: [...ids].filter((id) => deadLetters.has(id)).length,
+      deadLetteredIds: [...deadLetters],
       lost: [...ids].filter((id) => !acked.has(id) && !deadLetters.has(id)),
       duplicates: [...acked.values()].reduce((sum, n) => sum + n - 1, 0),
       maxAttempts: Math.max(0, ...attempts.values())
