@@ -7,6 +7,7 @@ import { decodeCommand } from "../messaging/SendNotificationCommand"
 import { observeDelivery } from "../observability/Metrics"
 import { withConsumeSpan } from "../observability/TraceContext"
 import { describeCause } from "../runtime/describe"
+import { type AckCoalescer, makeAckCoalescer } from "./AckCoalescer"
 import { NotificationConfig } from "./NotificationConfig"
 import { NotificationSender } from "./NotificationSender"
 import { deliveryAttempt, Settlement } from "./Settlement"
@@ -38,13 +39,13 @@ export const processDelivery = (message: amqp.Message, maxAttempts: number) =>
  * means nothing to a newer channel (the broker would close it with 406). If that channel has died,
  * the broker has already put the message back, and will deliver it again.
  */
-const settle = (channel: amqp.Channel, message: amqp.Message, settlement: Settlement) =>
+const settle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message, settlement: Settlement) =>
   Effect.suspend(() => {
     try {
       Settlement.$match(settlement, {
-        Ack: () => channel.ack(message),
-        Retry: () => channel.reject(message, true),
-        DeadLetter: () => channel.reject(message, false)
+        Ack: () => acks.ack(message),
+        Retry: () => (acks.forget(message), channel.reject(message, true)),
+        DeadLetter: () => (acks.forget(message), channel.reject(message, false))
       })
     } catch {
       return Effect.logWarning("The channel closed before this delivery was settled; the broker will redeliver it")
@@ -70,10 +71,10 @@ const make = Effect.gen(function*() {
   const { maxAttempts, prefetch } = yield* NotificationConfig
   const sender = yield* NotificationSender
 
-  const handle = (channel: amqp.Channel, message: amqp.Message) =>
+  const handle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message) =>
     processDelivery(message, maxAttempts).pipe(
       observeDelivery(message),
-      Effect.flatMap((settlement) => settle(channel, message, settlement)),
+      Effect.flatMap((settlement) => settle(channel, acks, message, settlement)),
       // Continues the publisher's trace from the message headers.
       withConsumeSpan(message, commandQueue),
       Effect.provideService(NotificationSender, sender)
@@ -86,6 +87,7 @@ const make = Effect.gen(function*() {
       const ended = yield* Deferred.make<void>()
       channel.on("error", () => undefined)
       channel.on("close", () => Deferred.unsafeDone(ended, Exit.void))
+      const acks = makeAckCoalescer(channel)
       yield* declareCommandTopology(channel, commandQueue)
       yield* Effect.tryPromise(() => channel.prefetch(prefetch))
 
@@ -97,7 +99,10 @@ const make = Effect.gen(function*() {
           channel.consume(commandQueue, (message) => {
             // null: the broker cancelled the consumer (queue deleted); start a new session.
             if (message === null) Deferred.unsafeDone(ended, Exit.void)
-            else run(handle(channel, message))
+            else {
+              acks.received(message)
+              run(handle(channel, acks, message))
+            }
           })
         ),
         ({ consumerTag }) =>
@@ -105,7 +110,9 @@ const make = Effect.gen(function*() {
           Effect.promise(() => channel.cancel(consumerTag).catch(() => undefined)).pipe(
             Effect.zipRight(FiberSet.awaitEmpty(inFlight)),
             Effect.timeout(shutdownTimeout),
-            Effect.ignore
+            Effect.ignore,
+            // The last acks may still wait for the end of the turn; they must go before the channel closes.
+            Effect.zipRight(Effect.sync(acks.flush))
           )
       )
       yield* Effect.acquireRelease(Ref.set(subscribed, true), () => Ref.set(subscribed, false))

@@ -1,4 +1,4 @@
-import { Data, Effect, Random } from "effect"
+import { Data, Duration, Effect, Random } from "effect"
 import type { SendNotificationCommand } from "../messaging/SendNotificationCommand"
 import { NotificationConfig } from "./NotificationConfig"
 
@@ -22,7 +22,8 @@ export class NotificationSender extends Effect.Service<NotificationSender>()("no
     const send = (command: SendNotificationCommand): Effect.Effect<void, NotificationFailed> =>
       Effect.gen(function*() {
         yield* Effect.logInfo(`Sending notification for order ${command.orderId}`)
-        yield* Effect.sleep(sendDelay)
+        // A zero delay skips the timer: even `setTimeout(0)` waits a millisecond, per command.
+        if (!Duration.isZero(sendDelay)) yield* Effect.sleep(sendDelay)
         if (failureRate > 0 && (yield* Random.next) < failureRate) {
           return yield* new NotificationFailed({ orderId: command.orderId, reason: "simulated failure" })
         }

@@ -1,0 +1,66 @@
+import type * as amqp from "amqplib"
+
+/**
+ * Acks on one channel, coalesced: acks made in the same turn of the event loop go out together,
+ * as one `basic.ack` with `multiple` for the run of deliveries that are all settled from the
+ * oldest in flight on, and singly for any acked past a delivery still in flight (which `multiple`
+ * would ack too early). Draining a backlog, this sends one ack frame per turn instead of one per
+ * message, and no ack waits longer than that turn.
+ *
+ * Rejects are not coalesced: the caller sends them at once, and tells us with `forget`.
+ */
+export interface AckCoalescer {
+  /** Call for every delivery, in delivery order, when it arrives. */
+  readonly received: (message: amqp.Message) => void
+  /** Acks the delivery by the end of this turn; throws, as amqplib would, if the channel has closed. */
+  readonly ack: (message: amqp.Message) => void
+  /** The delivery was settled otherwise (rejected), or will never be (its channel is gone). */
+  readonly forget: (message: amqp.Message) => void
+  /** Sends the acks still waiting, now (before closing the channel). */
+  readonly flush: () => void
+}
+
+export const makeAckCoalescer = (channel: amqp.Channel): AckCoalescer => {
+  // Deliveries in flight by tag, in delivery order (a Map keeps insertion order); true once acked.
+  const inFlight = new Map<number, { readonly message: amqp.Message; acked: boolean }>()
+  let scheduled = false
+  let closed = false
+  channel.on("close", () => (closed = true))
+
+  const flush = () => {
+    scheduled = false
+    let prefix: amqp.Message | undefined
+    let inPrefix = true
+    try {
+      for (const [tag, delivery] of inFlight) {
+        if (!delivery.acked) {
+          inPrefix = false
+          continue
+        }
+        inFlight.delete(tag)
+        if (inPrefix) prefix = delivery.message
+        else channel.ack(delivery.message)
+      }
+      if (prefix !== undefined) channel.ack(prefix, true)
+    } catch {
+      // The channel closed under us: the broker puts these deliveries back and redelivers them.
+      inFlight.clear()
+    }
+  }
+
+  return {
+    received: (message) => void inFlight.set(message.fields.deliveryTag, { message, acked: false }),
+    ack: (message) => {
+      if (closed) throw new Error("Channel closed")
+      const delivery = inFlight.get(message.fields.deliveryTag)
+      if (delivery === undefined) return channel.ack(message)
+      delivery.acked = true
+      if (!scheduled) {
+        scheduled = true
+        setImmediate(flush)
+      }
+    },
+    forget: (message) => void inFlight.delete(message.fields.deliveryTag),
+    flush
+  }
+}
