@@ -1,9 +1,10 @@
 import * as amqp from "amqplib"
 import { Effect, Fiber, Ref } from "effect"
+import { execFile } from "node:child_process"
 import { once } from "node:events"
 import { readdirSync, readFileSync } from "node:fs"
 import { uniqueQueueName } from "./broker"
-import { FAULT_AMQP_URL, rabbitmqctl } from "./privateBroker"
+import { FAULT_AMQP_URL, FAULT_NODE, rabbitmqctl } from "./privateBroker"
 import { freePort, type ServiceProcess, spawnService } from "./processes"
 
 /**
@@ -234,6 +235,15 @@ export const brokerRestoredOnExit = Effect.addFinalizer(() =>
     await rabbitmqctl("start_app").catch(() => undefined)
     await rabbitmqctl("set_vm_memory_high_watermark", "0.4").catch(() => undefined)
   }))
+
+/** Whether the private node has a resource alarm (memory, disk) in effect right now. */
+export const alarmInEffect = Effect.promise(
+  () =>
+    new Promise<boolean>((resolve) =>
+      execFile("rabbitmq-diagnostics", ["-q", "-n", FAULT_NODE, "check_alarms"], { timeout: 60_000 }, (error) =>
+        resolve(error !== null))
+    )
+)
 
 /** Messages in a queue, ready and unacknowledged. */
 export const queueDepth = (queue: string) =>
