@@ -40,7 +40,7 @@ const serverUrl = Effect.map(HttpServer.HttpServer, ({ address }) => {
 })
 
 describe("GET /docs in headless Chromium", () => {
-  it.scoped("shows POST /orders, and its \"Try it out\" creates an order that reaches the queue", () =>
+  it.scopedLive("shows POST /orders, and its \"Try it out\" creates an order that reaches the queue", () =>
     Effect.gen(function*() {
       const queue = uniqueQueueName("docs")
       const { channel } = yield* testBroker(queue)

@@ -49,7 +49,7 @@ const postOrder = (userId: number) =>
   HttpClientRequest.post("/orders").pipe(HttpClientRequest.bodyUnsafeJson({ userId }), HttpClient.execute)
 
 describe("metrics move as orders flow through the real broker", () => {
-  it.scoped("order and notification counters on both services' /metrics", () =>
+  it.scopedLive("order and notification counters on both services' /metrics", () =>
     Effect.gen(function*() {
       const queue = uniqueQueueName("metrics")
       const { channel } = yield* testBroker(queue)

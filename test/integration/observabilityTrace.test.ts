@@ -1,9 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { randomBytes } from "node:crypto"
-import { AMQP_URL, eventually, testBroker, uniqueQueueName } from "../support/broker"
+import { HttpClient, HttpClientRequest } from "@effect/platform"
+import { Layer, Schedule } from "effect"
+import { TracingLive } from "../../src/observability/Tracing"
+import { AMQP_URL, eventually, testBroker, testConfig, uniqueQueueName } from "../support/broker"
 import { otlpReceiver, type ReceivedSpan } from "../support/observability"
 import { freePort, spawnService } from "../support/processes"
+import { orderService } from "../support/services"
 
 const SERVER = 2
 const PRODUCER = 4
@@ -64,7 +68,7 @@ const expectOneChain = (trace: ReadonlyArray<ReceivedSpan>, orderId: string) => 
 }
 
 describe("one trace from the HTTP request through the queue to the send", () => {
-  it.scoped("across two processes, continuing the caller's traceparent, exported as OTLP/HTTP JSON", () =>
+  it.scopedLive("across two processes, continuing the caller's traceparent, exported as OTLP/HTTP JSON", () =>
     Effect.gen(function*() {
       const queue = uniqueQueueName("trace")
       yield* testBroker(queue)
@@ -101,7 +105,7 @@ describe("one trace from the HTTP request through the queue to the send", () => 
       expect(receiver.requests.every((r) => r.path === "/v1/traces" && r.contentType === "application/json")).toBe(true)
     }), 60_000)
 
-  it.scoped("in one process (npm start), each service under its own name, a new trace per request, over protobuf by default", () =>
+  it.scopedLive("in one process (npm start), each service under its own name, a new trace per request, over protobuf by default", () =>
     Effect.gen(function*() {
       // Two programs, each with its own queue, so neither consumes the other's commands.
       const [queue, queue2] = [uniqueQueueName("trace-protobuf"), uniqueQueueName("trace-one-process")]
@@ -149,5 +153,31 @@ describe("one trace from the HTTP request through the queue to the send", () => 
       )
       expect(sent.includes(orderId)).toBe(false)
       expect(protobuf.requests.every((r) => r.contentType === "application/x-protobuf")).toBe(true)
+    }), 60_000)
+
+  it.scopedLive("an unreachable tracing backend fails no request", () =>
+    Effect.gen(function*() {
+      const queue = uniqueQueueName("trace-unreachable")
+      yield* testBroker(queue)
+      const closedPort = yield* freePort
+      const env = {
+        COMMAND_QUEUE: queue,
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${closedPort}`,
+        OTEL_BSP_SCHEDULE_DELAY: 10
+      }
+      yield* Effect.gen(function*() {
+        yield* HttpClient.get("/health/ready").pipe(
+          Effect.filterOrFail((response) => response.status === 200),
+          Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.upTo("15 seconds")))
+        )
+        for (let i = 0; i < 20; i++) {
+          const response = yield* HttpClientRequest.post("/orders").pipe(
+            HttpClientRequest.bodyUnsafeJson({ userId: i + 1 }),
+            HttpClient.execute,
+            Effect.timeout("5 seconds")
+          )
+          expect(response.status).toBe(201)
+        }
+      }).pipe(Effect.provide(orderService(env).pipe(Layer.provide(TracingLive("order-service")), Layer.provide(testConfig(env)))))
     }), 60_000)
 })
