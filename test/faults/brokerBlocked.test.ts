@@ -51,7 +51,6 @@ describe("a broker that blocks publishing (memory alarm)", () => {
       const account = yield* settleAccount(queue, acceptedIds([...before, ...after]), [consumer])
       yield* report("memory alarm (blocked connection)", {
         ...account,
-        deadLetteredIds: undefined,
         lost: account.lost.length,
         refused: during.length,
         refusalP50Ms: percentile(latencies, 50),

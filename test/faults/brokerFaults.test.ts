@@ -4,10 +4,12 @@ import {
   acceptedIds,
   brokerRestoredOnExit,
   consumerRecord,
+  downtimeMs,
   faultQueue,
   type OrderAnswer,
   percentile,
   postContinuously,
+  postOrders,
   readiness,
   report,
   settleAccount,
@@ -16,7 +18,8 @@ import {
   until,
   waitForReadiness
 } from "../support/faultRig"
-import { rabbitmqctl } from "../support/privateBroker"
+import { FAULT_AMQP_URL, rabbitmqctl } from "../support/privateBroker"
+import { freePort } from "../support/processes"
 
 const PUBLISH_TIMEOUT_MS = 2_000
 /** What an HTTP round trip on loopback may add to the service's own deadline. */
@@ -79,9 +82,11 @@ describe("the broker fails under the services", () => {
         ...account,
         lost: account.lost.length,
         refused: refusals.length,
-        orderReadyMs,
-        consumerReadyMs,
-        acceptingAgainMs: accepted.finishedAt - cutAt,
+        orderReconnectMs: downtimeMs(orders, /^Connected to /),
+        consumerResubscribeMs: downtimeMs(consumer, /^Consuming /),
+        orderReadyAfterCutMs: orderReadyMs,
+        consumerReadyAfterCutMs: consumerReadyMs,
+        acceptingAgainAfterCutMs: accepted.finishedAt - cutAt,
         maxRefusalMs: Math.max(0, ...refusals.map((a) => a.latencyMs))
       })
       expect(account.lost).toEqual([])
@@ -91,6 +96,34 @@ describe("the broker fails under the services", () => {
       expect(refusals.filter((a) => a.status !== 503)).toEqual([])
       expect(refusals.filter((a) => a.latencyMs > PUBLISH_TIMEOUT_MS + HTTP_SLACK_MS)).toEqual([])
       expect(accepted.finishedAt - cutAt).toBeLessThan(5_000)
+      // Each service's own account: back on a new connection, the consumer subscribed again.
+      for (const ms of [downtimeMs(orders, /^Connected to /), downtimeMs(consumer, /^Consuming /)]) {
+        expect(ms).toBeGreaterThanOrEqual(0)
+        expect(ms).toBeLessThan(5_000)
+      }
+    }))
+
+  it.scopedLive("AMQP_URL with several nodes: a node that does not answer is skipped, on start and on every reconnect", () =>
+    Effect.gen(function*() {
+      const queue = yield* faultQueue("failover")
+      const deadNode = `amqp://guest:guest@127.0.0.1:${yield* freePort}`
+      const env = { AMQP_URL: `${deadNode},${FAULT_AMQP_URL}` }
+      const orders = yield* startOrderService(queue, env)
+      const consumer = yield* startNotificationService(queue, env)
+      const first = yield* postOrders(orders.port, 20, 4)
+      yield* Effect.promise(() => rabbitmqctl("close_all_connections", "fault-injection suite"))
+      yield* orders.waitForLine(/Connection to .* lost/)
+      yield* consumer.waitForLine(/Connection to .* lost/)
+      yield* waitForReadiness(orders.port, 200)
+      yield* waitForReadiness(consumer.port, 200)
+      const second = yield* postOrders(orders.port, 20, 4)
+      const account = yield* settleAccount(queue, acceptedIds([...first, ...second]), [consumer])
+      yield* report("AMQP_URL failover", { ...account, lost: account.lost.length, reconnectMs: downtimeMs(orders, /^Connected to /) })
+      expect([...first, ...second].filter((a) => a.status !== 201)).toEqual([])
+      expect(account.lost).toEqual([])
+      // The dead node was tried (and said so, password masked) before the live one was used.
+      expect(orders.lines.some((line) => line.includes("Broker not reachable at amqp://guest:***@127.0.0.1"))).toBe(true)
+      expect(downtimeMs(consumer, /^Consuming /)).toBeGreaterThanOrEqual(0)
     }))
 
   it.scopedLive("stopping and starting the broker under load: quick 503s while away, acceptance back within 5 s, nothing lost", () =>
@@ -131,6 +164,7 @@ describe("the broker fails under the services", () => {
         lost: account.lost.length,
         refused: refusals.length,
         outageMs: backAt - stoppedAt,
+        // Measured from start_app's return: the broker is back.
         acceptingAgainMs: accepted.finishedAt - backAt,
         consumerReadyMs,
         refusalP50Ms: percentile(latencies, 50),
@@ -143,6 +177,8 @@ describe("the broker fails under the services", () => {
       // Every refusal is a 503, none hung: within the publish timeout.
       expect(refusals.filter((a) => a.status !== 503)).toEqual([])
       expect(refusals.filter((a) => a.latencyMs > PUBLISH_TIMEOUT_MS + HTTP_SLACK_MS)).toEqual([])
+      // Publishes awaiting their confirm when the connection died failed at once, not at the timeout.
+      expect(Math.max(0, ...latencies)).toBeLessThan(PUBLISH_TIMEOUT_MS / 2)
       expect(accepted.finishedAt - backAt).toBeLessThanOrEqual(5_000)
       expect(yield* readiness(orders.port)).toBe(200)
     }))

@@ -354,9 +354,27 @@ export const settleAccount = (
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-/** The figures a scenario produced, printed for the README's table. */
+/** The figures a scenario produced, printed for the README's table (lists of ids left out). */
 export const report = (scenario: string, figures: Record<string, unknown>) =>
-  Effect.sync(() => console.log(`[fault figures] ${scenario}: ${JSON.stringify(figures)}`))
+  Effect.sync(() =>
+    console.log(`[fault figures] ${scenario}: ${JSON.stringify(figures, (key, value) => (key === "deadLetteredIds" ? undefined : value))}`)
+  )
+
+/** When (epoch ms, from the service's own log timestamps) it printed lines matching `pattern`. */
+export const loggedAt = (service: ServiceProcess, pattern: RegExp): ReadonlyArray<number> =>
+  service.lines.flatMap((line) => {
+    const parsed = parse(line) as (LogLine & { readonly timestamp?: string }) | undefined
+    return typeof parsed?.message === "string" && parsed.timestamp !== undefined && pattern.test(parsed.message)
+      ? [Date.parse(parsed.timestamp)]
+      : []
+  })
+
+/** From the service's "Connection ... lost" line to its next line matching `back`: its own downtime. */
+export const downtimeMs = (service: ServiceProcess, back: RegExp) => {
+  const lostAt = loggedAt(service, /^Connection to .* lost/)[0]
+  const backAt = lostAt === undefined ? undefined : loggedAt(service, back).find((t) => t >= lostAt)
+  return lostAt === undefined || backAt === undefined ? -1 : backAt - lostAt
+}
 
 export const percentile = (values: ReadonlyArray<number>, p: number) => {
   if (values.length === 0) return 0
