@@ -5,6 +5,7 @@ import {
   brokerRestoredOnExit,
   consumerRecord,
   downtimeMs,
+  loggedAt,
   faultQueue,
   type OrderAnswer,
   percentile,
@@ -38,6 +39,15 @@ const runningSystem = (label: string) =>
     yield* until(Effect.sync(() => acceptedIds(poster.answers).length), (n) => n >= 100, { what: "100 orders accepted before the fault" })
     return { queue, orders, consumer, poster }
   })
+
+/**
+ * One subscription per connection: a delivery settled on the wrong channel (a stale delivery tag
+ * after a reconnect) makes the broker close the channel with 406 and the consumer subscribe again.
+ */
+const subscriptionsPerConnection = (consumer: Parameters<typeof consumerRecord>[0][number]) => ({
+  connections: loggedAt(consumer, /^Connected to /).length,
+  subscriptions: loggedAt(consumer, /^Consuming /).length
+})
 
 /** Waits until an order accepted after `since` has been processed: the consumer works again. */
 const consumerResumedAfter = (since: number, answers: ReadonlyArray<OrderAnswer>, consumer: Parameters<typeof consumerRecord>[0][number]) =>
@@ -91,6 +101,7 @@ describe("the broker fails under the services", () => {
       })
       expect(account.lost).toEqual([])
       expect(account.deadLettered).toBe(0)
+      expect(subscriptionsPerConnection(consumer)).toEqual({ connections: 2, subscriptions: 2 })
       // Neither process was restarted.
       expect([orders.child.exitCode, consumer.child.exitCode]).toEqual([null, null])
       expect(refusals.filter((a) => a.status !== 503)).toEqual([])
@@ -173,6 +184,7 @@ describe("the broker fails under the services", () => {
       })
       expect(account.lost).toEqual([])
       expect(account.deadLettered).toBe(0)
+      expect(subscriptionsPerConnection(consumer)).toEqual({ connections: 2, subscriptions: 2 })
       expect([orders.child.exitCode, consumer.child.exitCode]).toEqual([null, null])
       // Every refusal is a 503, none hung: within the publish timeout.
       expect(refusals.filter((a) => a.status !== 503)).toEqual([])
