@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process"
-import { chownSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { chownSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
@@ -27,7 +27,10 @@ export const rabbitmqctl = async (...args: ReadonlyArray<string>): Promise<strin
   }
 }
 
-const stopNode = () => rabbitmqctl("stop").catch(() => undefined)
+/** Stops the node; given its pid file, also waits until the process has exited. */
+const stopNode = (pidFile?: string) => rabbitmqctl("stop", ...(pidFile === undefined ? [] : [pidFile])).catch(() => undefined)
+
+const DIR_PREFIX = "rabbitmq-fault-"
 
 /**
  * Starts the private node in a fresh directory (stopping one a previous run left behind) and
@@ -35,7 +38,11 @@ const stopNode = () => rabbitmqctl("stop").catch(() => undefined)
  */
 export const startPrivateBroker = async (): Promise<() => Promise<void>> => {
   await stopNode()
-  const dir = mkdtempSync(join(tmpdir(), "rabbitmq-fault-"))
+  // What a killed run left behind: its node is stopped now, so its directory can go.
+  for (const entry of readdirSync(tmpdir())) {
+    if (entry.startsWith(DIR_PREFIX)) rmSync(join(tmpdir(), entry), { recursive: true, force: true })
+  }
+  const dir = mkdtempSync(join(tmpdir(), DIR_PREFIX))
   writeFileSync(join(dir, "rabbitmq.conf"), `listeners.tcp.local = 127.0.0.1:${FAULT_PORT}\n`)
   writeFileSync(join(dir, "enabled_plugins"), "[].\n")
   const { uid, gid } = await run("id", ["rabbitmq"]).then(({ stdout }) => ({
@@ -44,7 +51,8 @@ export const startPrivateBroker = async (): Promise<() => Promise<void>> => {
   }))
   for (const path of [dir, join(dir, "rabbitmq.conf"), join(dir, "enabled_plugins")]) chownSync(path, uid, gid)
   const teardown = async () => {
-    await stopNode()
+    // Waiting for the process keeps it from writing its last log lines into a removed directory.
+    await stopNode(join(dir, "pid"))
     rmSync(dir, { recursive: true, force: true })
   }
   try {
