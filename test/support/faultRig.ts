@@ -3,7 +3,7 @@ import { Effect, Fiber, Ref } from "effect"
 import { execFile } from "node:child_process"
 import { once } from "node:events"
 import { readdirSync, readFileSync } from "node:fs"
-import { uniqueQueueName } from "./broker"
+import { eventually, uniqueQueueName } from "./broker"
 import { FAULT_AMQP_URL, FAULT_NODE, rabbitmqctl } from "./privateBroker"
 import { freePort, type ServiceProcess, spawnService } from "./processes"
 
@@ -28,13 +28,18 @@ const sharedEnv = (queue: string) => ({
   LOG_LEVEL: "debug"
 })
 
+/** A service that never got ready says why: its last lines go into the failure. */
+const explainedBy = <A>(service: ServiceProcess, wait: Effect.Effect<A>) =>
+  Effect.catchAllDefect(wait, (defect) =>
+    Effect.dieMessage(`${String(defect)}\nLast lines of the service:\n${service.lines.slice(-20).join("\n")}`))
+
 /** The order API as a child process, once it answers ready. */
 export const startOrderService = (queue: string, env: Record<string, string | number> = {}) =>
   Effect.gen(function*() {
     const port = yield* freePort
     const service = yield* spawnService("order/main.ts", { ...sharedEnv(queue), PORT: port, ...env })
     yield* Effect.addFinalizer(() => killTree(service))
-    yield* waitForReadiness(port, 200, { what: "the order service to be ready" })
+    yield* explainedBy(service, waitForReadiness(port, 200, { what: "the order service to be ready" }))
     return { ...service, port } satisfies RunningService
   })
 
@@ -49,7 +54,7 @@ export const startNotificationService = (queue: string, env: Record<string, stri
       ...env
     })
     yield* Effect.addFinalizer(() => killTree(service))
-    yield* waitForReadiness(port, 200, { what: "the notification service to be ready" })
+    yield* explainedBy(service, waitForReadiness(port, 200, { what: "the notification service to be ready" }))
     return { ...service, port } satisfies RunningService
   })
 
@@ -130,25 +135,17 @@ export const waitForReadiness = (
   until(readiness(port), (s) => s === status, { timeoutMs: options.timeoutMs ?? 30_000, what: options.what ?? `/health/ready = ${status}` })
 
 /**
- * Runs `probe` every 50 ms until `check` holds (where no event exists to wait on); fails with the
- * last value after the deadline. Succeeds with the milliseconds it took.
+ * `eventually` for an Effect probe (where no event exists to wait on): polls until `check` holds,
+ * dies with the last value after the deadline, and succeeds with the milliseconds it took.
  */
 export const until = <A>(
   probe: Effect.Effect<A>,
   check: (value: A) => boolean,
-  options: { readonly timeoutMs?: number; readonly what?: string; readonly intervalMs?: number } = {}
+  options: { readonly timeoutMs?: number; readonly what?: string } = {}
 ) =>
   Effect.gen(function*() {
     const start = Date.now()
-    const deadline = start + (options.timeoutMs ?? 30_000)
-    let last = yield* probe
-    while (!check(last)) {
-      if (Date.now() > deadline) {
-        return yield* Effect.dieMessage(`Timed out waiting for ${options.what ?? "a condition"}; last value: ${JSON.stringify(last)}`)
-      }
-      yield* Effect.sleep(options.intervalMs ?? 50)
-      last = yield* probe
-    }
+    yield* eventually(() => Effect.runPromise(probe), check, { timeoutMs: options.timeoutMs ?? 30_000, what: options.what ?? "a condition" })
     return Date.now() - start
   })
 
@@ -330,7 +327,7 @@ export const settleAccount = (
   Effect.gen(function*() {
     const timeoutMs = options.timeoutMs ?? 60_000
     // The broker's word that every command is settled (acked, or moved to the dead-letter queue)...
-    yield* until(queueDepth(queue), (n) => n === 0, { timeoutMs, intervalMs: 200, what: `queue ${queue} to be empty` })
+    yield* until(queueDepth(queue), (n) => n === 0, { timeoutMs, what: `queue ${queue} to be empty` })
     const deadLetters = new Set(yield* drainDeadLetters(queue))
     // ...then the consumers' ack lines, which may trail the acks by a few milliseconds on the pipe.
     const unaccounted = () => {
