@@ -1,9 +1,8 @@
-import { HttpApiBuilder, HttpServer } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
-import { createServer } from "node:http"
+import { HttpApiBuilder } from "@effect/platform"
+import { Config, Effect, Layer } from "effect"
 import { Healthy, NotReady } from "../runtime/Health"
 import { MetricsRoute, NOTIFICATION_METRICS } from "../observability/Metrics"
+import { serveGracefully } from "../runtime/GracefulHttpServer"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
 import { CommandConsumer } from "./CommandConsumer"
 import { NotificationApi } from "./NotificationApi"
@@ -21,15 +20,13 @@ const HealthHandlers = HttpApiBuilder.group(NotificationApi, "health", (handlers
         }))
   }))
 
-const ServerLive = Layer.unwrapEffect(
-  Effect.map(NotificationConfig, ({ healthPort }) => NodeHttpServer.layer(createServer, { port: healthPort }))
-)
-
 /** Health and metrics on `NOTIFICATION_HEALTH_PORT`. */
-export const HttpLive = HttpApiBuilder.serve().pipe(
-  Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
-  Layer.provide(MetricsRoute({ serviceName: "notification-service", include: NOTIFICATION_METRICS })),
-  Layer.provide(HttpApiBuilder.api(NotificationApi).pipe(Layer.provide(HealthHandlers))),
-  HttpServer.withLogAddress,
-  Layer.provide(ServerLive)
+export const HttpLive = serveGracefully(
+  (trackRequests) =>
+    HttpApiBuilder.serve(trackRequests).pipe(
+      Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
+      Layer.provide(MetricsRoute({ serviceName: "notification-service", include: NOTIFICATION_METRICS })),
+      Layer.provide(HttpApiBuilder.api(NotificationApi).pipe(Layer.provide(HealthHandlers)))
+    ),
+  Config.map(NotificationConfig, ({ healthPort }) => healthPort)
 )

@@ -1,9 +1,8 @@
-import { HttpApiBuilder, HttpServer } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
-import { createServer } from "node:http"
+import { HttpApiBuilder } from "@effect/platform"
+import { Config, Effect, Layer } from "effect"
 import { Healthy, NotReady } from "../runtime/Health"
 import { MetricsRoute, ORDER_METRICS } from "../observability/Metrics"
+import { type RequestMiddleware, serveGracefully } from "../runtime/GracefulHttpServer"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
 import { CommandPublisher } from "./CommandPublisher"
 import { DocsLive } from "./Docs"
@@ -32,17 +31,17 @@ const HealthHandlers = HttpApiBuilder.group(OrderApi, "health", (handlers) =>
 
 const ApiLive = HttpApiBuilder.api(OrderApi).pipe(Layer.provide([OrdersHandlers, HealthHandlers]))
 
-const ServerLive = Layer.unwrapEffect(
-  Effect.map(OrderConfig, ({ port }) => NodeHttpServer.layer(createServer, { port }))
-)
+/** The order API's routes; `trackRequests` lets the server drain them at shutdown. */
+const routes = (trackRequests?: RequestMiddleware) =>
+  HttpApiBuilder.serve(trackRequests).pipe(
+    Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
+    // Beside the API: GET /docs, /openapi.json and /metrics.
+    Layer.provide([DocsLive, MetricsRoute({ serviceName: "order-service", include: ORDER_METRICS })]),
+    Layer.provide(ApiLive)
+  )
 
 /** The order API's routes on whichever `HttpServer` is provided (tests use `NodeHttpServer.layerTest`). */
-export const HttpRoutes = HttpApiBuilder.serve().pipe(
-  Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
-  // Beside the API: GET /docs, /openapi.json and /metrics.
-  Layer.provide([DocsLive, MetricsRoute({ serviceName: "order-service", include: ORDER_METRICS })]),
-  Layer.provide(ApiLive)
-)
+export const HttpRoutes = routes()
 
-/** The order API on `PORT`. Closing its scope stops accepting and lets in-flight requests finish. */
-export const HttpLive = HttpRoutes.pipe(HttpServer.withLogAddress, Layer.provide(ServerLive))
+/** The order API on `PORT`. On shutdown, in-flight requests finish and are answered first. */
+export const HttpLive = serveGracefully(routes, Config.map(OrderConfig, ({ port }) => port))
