@@ -20,7 +20,7 @@ export const processDelivery = (message: amqp.Message, maxAttempts: number) =>
   Effect.gen(function*() {
     const decoded = decodeCommand(message.content)
     if (Either.isLeft(decoded)) {
-      return Settlement.DeadLetter({ reason: `not a valid SendNotificationCommand (${decoded.left})` })
+      return Settlement.DeadLetter({ reason: `not a valid SendNotificationCommand (${decoded.left})`, poison: true })
     }
     const sender = yield* NotificationSender
     const attempt = deliveryAttempt(message)
@@ -30,9 +30,19 @@ export const processDelivery = (message: amqp.Message, maxAttempts: number) =>
     if (Cause.isInterruptedOnly(sent.cause)) return yield* Effect.interrupt
     const reason = describeCause(sent.cause)
     return attempt >= maxAttempts
-      ? Settlement.DeadLetter({ reason: `${reason}; gave up after ${attempt} attempts` })
+      ? Settlement.DeadLetter({ reason: `${reason}; gave up after ${attempt} attempts`, poison: false })
       : Settlement.Retry({ reason: `${reason} (attempt ${attempt} of ${maxAttempts})` })
-  }).pipe(Effect.annotateLogs("orderId", String(message.properties.messageId ?? "unknown")))
+  })
+
+/**
+ * The log annotation for lines about a delivery: its order, whose id the publisher puts in
+ * `messageId`, or for a message that is not a command (poison) just its `messageId`.
+ */
+const deliveryAnnotation = (message: amqp.Message, settlement?: Settlement) =>
+  Effect.annotateLogs(
+    settlement?._tag === "DeadLetter" && settlement.poison ? "messageId" : "orderId",
+    String(message.properties.messageId ?? "none")
+  )
 
 /**
  * Applies a settlement on the channel that delivered the message, never on another: a delivery tag
@@ -56,7 +66,7 @@ const settle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message
       Retry: ({ reason }) => Effect.logWarning(`Send failed, requeued: ${reason}`),
       DeadLetter: ({ reason }) => Effect.logError(`Dead-lettered: ${reason}`)
     })
-  }).pipe(Effect.annotateLogs("orderId", String(message.properties.messageId ?? "unknown")))
+  }).pipe(deliveryAnnotation(message, settlement))
 
 /** Consumes the command queue for the life of the service. */
 export class CommandConsumer extends Context.Tag("notification/CommandConsumer")<CommandConsumer, {
@@ -73,6 +83,8 @@ const make = Effect.gen(function*() {
 
   const handle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message) =>
     processDelivery(message, maxAttempts).pipe(
+      // The send's own lines ("Sending notification for order ...") carry the order id too.
+      deliveryAnnotation(message),
       observeDelivery(message),
       Effect.flatMap((settlement) => settle(channel, acks, message, settlement)),
       // Continues the publisher's trace from the message headers.

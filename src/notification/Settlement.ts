@@ -12,7 +12,8 @@ import { Data } from "effect"
 export type Settlement = Data.TaggedEnum<{
   Ack: {}
   Retry: { readonly reason: string }
-  DeadLetter: { readonly reason: string }
+  /** `poison`: the message is not a command at all (so there is no order to name in the logs). */
+  DeadLetter: { readonly reason: string; readonly poison: boolean }
 }>
 export const Settlement = Data.taggedEnum<Settlement>()
 

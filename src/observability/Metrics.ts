@@ -4,8 +4,7 @@ import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { PrometheusSerializer } from "@opentelemetry/exporter-prometheus"
 import type { ResourceMetrics } from "@opentelemetry/sdk-metrics"
 import type * as amqp from "amqplib"
-import { Effect, Either, Exit, Layer, Metric, MetricBoundaries, MetricLabel } from "effect"
-import { decodeCommand } from "../messaging/SendNotificationCommand"
+import { Effect, Exit, Layer, Metric, MetricBoundaries, MetricLabel } from "effect"
 import type { Settlement } from "../notification/Settlement"
 
 /**
@@ -119,10 +118,8 @@ export const observeDelivery = (message: amqp.Message) =>
           processingDuration.unsafeUpdate(seconds(startedAt), RETRY)
           break
         case "DeadLetter": {
-          // Rare, so the body is decoded again here rather than the decision carrying its reason.
-          const attempted = Either.isRight(decodeCommand(message.content))
-          if (attempted) commandsFailed.unsafeUpdate(1, NO_LABELS)
-          commandsDeadLettered.unsafeUpdate(1, attempted ? MAX_ATTEMPTS : INVALID)
+          if (!exit.value.poison) commandsFailed.unsafeUpdate(1, NO_LABELS)
+          commandsDeadLettered.unsafeUpdate(1, exit.value.poison ? INVALID : MAX_ATTEMPTS)
           processingDuration.unsafeUpdate(seconds(startedAt), DEAD_LETTER)
         }
       }

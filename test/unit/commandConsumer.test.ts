@@ -51,6 +51,7 @@ describe("processDelivery", () => {
         const settlement = yield* processDelivery(message(Buffer.from(body)), 5)
         expect(settlement._tag).toBe("DeadLetter")
         expect((settlement as { reason: string }).reason).toMatch(/^not a valid SendNotificationCommand \(.+\)$/)
+        expect((settlement as { poison: boolean }).poison).toBe(true)
         expect(sent).toEqual([])
       }).pipe(Effect.provide(layer))
     })
@@ -71,6 +72,7 @@ describe("processDelivery", () => {
       const settlement = yield* processDelivery(message(encodeCommand(command), { "x-delivery-count": 4 }), 5)
       expect(settlement._tag).toBe("DeadLetter")
       expect((settlement as { reason: string }).reason).toContain("gave up after 5 attempts")
+      expect((settlement as { poison: boolean }).poison).toBe(false)
     }).pipe(Effect.provide(layer))
   })
 
