@@ -119,7 +119,9 @@ const make = Effect.gen(function*() {
         ),
         ({ consumerTag }) =>
           // Stop deliveries, then let those in flight finish and settle, within the shutdown budget.
-          Effect.promise(() => channel.cancel(consumerTag).catch(() => undefined)).pipe(
+          FiberSet.size(inFlight).pipe(
+            Effect.flatMap((count) => Effect.logInfo(`Stopped consuming ${commandQueue}; finishing ${count} in flight`)),
+            Effect.zipRight(Effect.promise(() => channel.cancel(consumerTag).catch(() => undefined))),
             Effect.zipRight(FiberSet.awaitEmpty(inFlight)),
             Effect.timeout(shutdownTimeout),
             Effect.ignore,

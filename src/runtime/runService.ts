@@ -22,6 +22,7 @@ export const runService = <E>(...services: ReadonlyArray<Layer.Layer<never, E>>)
     // in one process do not share a router.
     Effect.zipRight(Effect.all(services.map(Layer.launch), { concurrency: "unbounded", discard: true })),
     Effect.tapErrorCause(reportFailure),
+    Effect.onInterrupt(() => Effect.logInfo("Stopped")),
     Effect.provide(LoggingLive),
     NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
   )
