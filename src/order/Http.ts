@@ -5,6 +5,7 @@ import { MetricsRoute, ORDER_METRICS } from "../observability/Metrics"
 import { type RequestMiddleware, serveGracefully } from "../runtime/GracefulHttpServer"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
 import { CommandPublisher } from "./CommandPublisher"
+import { CreateOrderFastPath } from "./CreateOrderFastPath"
 import { DocsLive } from "./Docs"
 import { OrderApi, OrderCreated } from "./OrderApi"
 import { OrderConfig } from "./OrderConfig"
@@ -43,5 +44,8 @@ const routes = (trackRequests?: RequestMiddleware) =>
 /** The order API's routes on whichever `HttpServer` is provided (tests use `NodeHttpServer.layerTest`). */
 export const HttpRoutes = routes()
 
-/** The order API on `PORT`. On shutdown, in-flight requests finish and are answered first. */
-export const HttpLive = serveGracefully(routes, Config.map(OrderConfig, ({ port }) => port))
+/**
+ * The order API on `PORT`, `POST /orders` through its fast path while tracing is off. On shutdown,
+ * in-flight requests finish and are answered first.
+ */
+export const HttpLive = serveGracefully(routes, Config.map(OrderConfig, ({ port }) => port), CreateOrderFastPath)
