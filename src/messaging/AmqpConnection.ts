@@ -82,6 +82,26 @@ export const closeQuietly = (resource: { close(): Promise<void> }) =>
     Effect.ignore
   )
 
+/**
+ * Opens a channel, or fails if the connection closes first: amqplib leaves a channel request on a
+ * closing connection unanswered, and a session that waited on it would never end.
+ */
+export const openChannel = <C extends amqp.Channel>(connection: amqp.ChannelModel, open: () => Promise<C>) =>
+  Effect.async<C, Error>((resume) => {
+    const onClose = () => resume(Effect.fail(new Error("The connection closed while opening a channel")))
+    connection.once("close", onClose)
+    open().then(
+      (channel) => {
+        connection.off("close", onClose)
+        resume(Effect.succeed(channel))
+      },
+      (error: Error) => {
+        connection.off("close", onClose)
+        resume(Effect.fail(error))
+      }
+    )
+  })
+
 const make = (connectionName: string) =>
   Effect.gen(function*() {
     const { amqpUrls } = yield* SharedConfig

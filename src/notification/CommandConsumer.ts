@@ -1,7 +1,7 @@
 import type * as amqp from "amqplib"
 import { Cause, Context, Deferred, Effect, Either, Exit, FiberSet, Layer, Ref } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
-import { AmqpConnection, closeQuietly } from "../messaging/AmqpConnection"
+import { AmqpConnection, closeQuietly, openChannel } from "../messaging/AmqpConnection"
 import { declareCommandTopology } from "../messaging/CommandTopology"
 import { decodeCommand } from "../messaging/SendNotificationCommand"
 import { observeDelivery } from "../observability/Metrics"
@@ -95,7 +95,7 @@ const make = Effect.gen(function*() {
   // One channel and one consumer per connection, until either closes.
   const consumeSession = (model: amqp.ChannelModel) =>
     Effect.gen(function*() {
-      const channel = yield* Effect.acquireRelease(Effect.tryPromise(() => model.createChannel()), closeQuietly)
+      const channel = yield* Effect.acquireRelease(openChannel(model, () => model.createChannel()), closeQuietly)
       const ended = yield* Deferred.make<void>()
       channel.on("error", () => undefined)
       channel.on("close", () => Deferred.unsafeDone(ended, Exit.void))

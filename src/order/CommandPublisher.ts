@@ -1,7 +1,7 @@
 import type * as amqp from "amqplib"
 import { Context, Deferred, Duration, Effect, Layer, Option, Ref } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
-import { AmqpConnection, closeQuietly } from "../messaging/AmqpConnection"
+import { AmqpConnection, closeQuietly, openChannel } from "../messaging/AmqpConnection"
 import { declareCommandTopology } from "../messaging/CommandTopology"
 import { currentTraceHeaders } from "../observability/TraceContext"
 import { commandProperties, encodeCommand, type SendNotificationCommand } from "../messaging/SendNotificationCommand"
@@ -35,7 +35,7 @@ const make = Effect.gen(function*() {
   const confirmChannelSession = (model: amqp.ChannelModel) =>
     Effect.gen(function*() {
       const channel = yield* Effect.acquireRelease(
-        Effect.tryPromise(() => model.createConfirmChannel()),
+        openChannel(model, () => model.createConfirmChannel()),
         (channel) => Effect.zipRight(Ref.set(current, Option.none()), closeQuietly(channel))
       )
       const closed = yield* Deferred.make<void>()

@@ -2,7 +2,6 @@ import * as amqp from "amqplib"
 import { Effect, Fiber, Ref } from "effect"
 import { execFile } from "node:child_process"
 import { once } from "node:events"
-import { readdirSync, readFileSync } from "node:fs"
 import { eventually, uniqueQueueName } from "./broker"
 import { FAULT_AMQP_URL, FAULT_NODE, rabbitmqctl } from "./privateBroker"
 import { freePort, type ServiceProcess, spawnService } from "./processes"
@@ -58,60 +57,21 @@ export const startNotificationService = (queue: string, env: Record<string, stri
     return { ...service, port } satisfies RunningService
   })
 
-/**
- * The processes `pid` started, children first. `tsx` runs the service in a child node process and
- * cannot relay SIGKILL to it, so a SIGKILL meant for the service must go to that child.
- */
-const descendants = (pid: number): Array<number> => {
-  const children = new Map<number, Array<number>>()
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8")
-      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
-      children.set(parent, [...(children.get(parent) ?? []), Number(entry)])
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  const found: Array<number> = []
-  const visit = (p: number) => {
-    for (const child of children.get(p) ?? []) {
-      found.push(child)
-      visit(child)
-    }
-  }
-  visit(pid)
-  return found
-}
-
-const killQuietly = (pid: number, signal: NodeJS.Signals) => {
-  try {
-    process.kill(pid, signal)
-  } catch {
-    // Already gone.
-  }
-}
-
-/** Kills the service process and everything it started; the test's finalizer for each service. */
+/** Kills the service process outright; the test's finalizer for each service. */
 const killTree = (service: ServiceProcess) =>
   Effect.sync(() => {
-    const pid = service.child.pid
-    if (pid === undefined) return
-    for (const child of descendants(pid)) killQuietly(child, "SIGKILL")
-    killQuietly(pid, "SIGKILL")
+    if (service.child.exitCode === null && service.child.signalCode === null) service.child.kill("SIGKILL")
   })
 
 /**
- * Sends `signal` to the service's own process (not the tsx wrapper) and waits until its output is
- * fully read: 'close' comes after the last line on the pipes, so the account sees every line.
+ * Sends `signal` to the service (its own node process: `spawnService` runs no wrapper) and waits
+ * until its output is fully read: 'close' comes after the last line on the pipes, so the account
+ * sees every line.
  */
 export const killAndDrain = (service: ServiceProcess, signal: NodeJS.Signals) =>
   Effect.promise(() => {
     const closed = once(service.child, "close")
-    const pid = service.child.pid!
-    const [servicePid] = descendants(pid)
-    killQuietly(servicePid ?? pid, signal)
+    service.child.kill(signal)
     return closed.then(() => undefined)
   })
 
