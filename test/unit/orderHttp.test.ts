@@ -1,7 +1,7 @@
 import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Layer, Option, Stream } from "effect"
+import { ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
 import { TracingLive } from "../../src/observability/Tracing"
 import { CommandPublisher } from "../../src/order/CommandPublisher"
 import { CreateOrderFastPath } from "../../src/order/CreateOrderFastPath"
@@ -22,21 +22,24 @@ const orderApiWith = (publisher: CommandPublisher["Type"]) =>
 
 /**
  * The order service's own HTTP server (`HttpLive`, tracing off as without an OTLP endpoint), so
- * `POST /orders` goes through its fast path, on a free port; the publisher is a double.
+ * `POST /orders` goes through its fast path, on `port`; the publisher is a double.
  */
+const orderServiceOn = (port: number, publisher: CommandPublisher["Type"]) =>
+  HttpLive.pipe(
+    Layer.provide(Orders.Default),
+    Layer.provide(Layer.succeed(CommandPublisher, publisher)),
+    Layer.provide(TracingLive("order-service")),
+    Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["PORT", String(port)]]))))
+  )
+
+const clientOf = (port: number, options: { readonly keepAlive: boolean } = { keepAlive: false }) =>
+  Layer.effect(
+    HttpClient.HttpClient,
+    Effect.map(HttpClient.HttpClient, HttpClient.mapRequest(HttpClientRequest.prependUrl(`http://127.0.0.1:${port}`)))
+  ).pipe(Layer.provide(NodeHttpClient.layerWithoutAgent), Layer.provide(NodeHttpClient.makeAgentLayer(options)))
+
 const orderServiceWith = (publisher: CommandPublisher["Type"]) =>
-  Layer.unwrapEffect(Effect.map(freePort, (port) =>
-    Layer.mergeAll(
-      HttpLive.pipe(
-        Layer.provide(Orders.Default),
-        Layer.provide(Layer.succeed(CommandPublisher, publisher)),
-        Layer.provide(TracingLive("order-service"))
-      ),
-      Layer.effect(
-        HttpClient.HttpClient,
-        Effect.map(HttpClient.HttpClient, HttpClient.mapRequest(HttpClientRequest.prependUrl(`http://127.0.0.1:${port}`)))
-      ).pipe(Layer.provide(NodeHttpClient.layerWithoutAgent), Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: false })))
-    ).pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["PORT", String(port)]])))))))
+  Layer.unwrapEffect(Effect.map(freePort, (port) => Layer.merge(orderServiceOn(port, publisher), clientOf(port))))
 
 const recordingPublisher = () => {
   const published: Array<SendNotificationCommand> = []
@@ -212,6 +215,31 @@ describe("the fast path", () => {
       expect(yield* answersOf(orderServiceWith)).toEqual(yield* answersOf(orderApiWith))
     })
   })
+
+  it.live("is drained at shutdown: a request in flight is answered, with connection: close", () =>
+    Effect.gen(function*() {
+      const publishing = yield* Deferred.make<void>()
+      const confirm = yield* Deferred.make<void>()
+      const publisher = CommandPublisher.of({
+        publish: () => Deferred.succeed(publishing, undefined).pipe(Effect.zipRight(Deferred.await(confirm))),
+        isReady: Effect.succeed(true)
+      })
+      const port = yield* freePort
+      // The service in a scope of its own, which the test closes as SIGTERM would; the client apart,
+      // keeping its connection alive unless told otherwise.
+      const scope = yield* Scope.make()
+      yield* Layer.buildWithScope(orderServiceOn(port, publisher), scope)
+      const answer = yield* post(JSON.stringify({ userId: 42 })).pipe(Effect.scoped, Effect.provide(clientOf(port, { keepAlive: true })), Effect.fork)
+      yield* Deferred.await(publishing)
+      const shutdown = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* Effect.sleep("50 millis") // the drain has begun, and waits for the request
+      expect(shutdown.unsafePoll()).toBeNull()
+      yield* Deferred.succeed(confirm, undefined)
+      const response = yield* Fiber.join(answer)
+      expect(response.status).toBe(201)
+      expect(response.headers["connection"]).toBe("close")
+      yield* Fiber.join(shutdown)
+    }))
 
   it.effect("serves only while tracing is off: with tracing on, the traced HttpApi route does", () => {
     const { publisher } = recordingPublisher()
