@@ -5,7 +5,8 @@ import { uuidv7 } from "./uuidv7"
 export const UserId = Schema.Int.pipe(
   Schema.positive(),
   Schema.brand("UserId"),
-  Schema.annotations({ description: "A positive integer identifying the user" })
+  // Also the schema's error message: "Expected a positive integer, actual -1".
+  Schema.annotations({ description: "a positive integer" })
 )
 export type UserId = typeof UserId.Type
 

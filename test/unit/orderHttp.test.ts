@@ -123,6 +123,8 @@ for (const { answersOversizedChunkedBody, path, serve } of servers) {
       return Effect.gen(function*() {
         const error = yield* post("{\"userId\":1.5}").pipe(Effect.flatMap(jsonOf))
         expect(error.message).toBe("userId: Expected an integer, actual 1.5")
+        const negative = yield* post("{\"userId\":-1}").pipe(Effect.flatMap(jsonOf))
+        expect(negative.message).toBe("userId: Expected a positive integer, actual -1")
       }).pipe(Effect.provide(serve(publisher)))
     })
 
