@@ -17,6 +17,7 @@ import {
   SubscriptionRef
 } from "effect"
 import { redactUrl, SharedConfig } from "../config/SharedConfig"
+import { atMost } from "../runtime/atMost"
 import { describeCause, errorMessage } from "../runtime/describe"
 
 export class BrokerUnreachable extends Data.TaggedError("BrokerUnreachable")<{
@@ -53,7 +54,7 @@ const sessionRestartSchedule = Schedule.exponential("200 millis").pipe(
  * only, while `AMQP_URL` may list several cluster nodes to try in turn; and its channel calls wait
  * indefinitely while disconnected, whereas the publisher must refuse at once. Instead, a fiber keeps
  * one connection at a time in `state`, and `withEveryConnection` runs a session (channels, topology,
- * consumers) on each connection, in a scope that closes when that connection is lost.
+ * consumers) on each connection, in a scope that closes when the session ends.
  */
 export class AmqpConnection extends Context.Tag("messaging/AmqpConnection")<AmqpConnection, {
   /** The open connection, or None while (re)connecting. */
@@ -61,9 +62,10 @@ export class AmqpConnection extends Context.Tag("messaging/AmqpConnection")<Amqp
   /** Why the broker has blocked publishing on this connection (a memory or disk alarm), if it has. */
   readonly blocked: Ref.Ref<Option.Option<string>>
   /**
-   * Runs `session` on every connection, until the surrounding fiber is interrupted. A session that
-   * ends or fails while its connection lives is started again with backoff; one whose connection is
-   * lost is interrupted, closing its scope.
+   * Runs `session` on every connection, one at a time, until the surrounding fiber is interrupted.
+   * A session that ends or fails while its connection lives is started again with backoff. When the
+   * connection is lost, the session ends by itself (its channel closes with the connection), and
+   * the next one starts on the next connection.
    */
   readonly withEveryConnection: <E, R>(
     session: (connection: amqp.ChannelModel) => Effect.Effect<void, E, R>
@@ -77,10 +79,7 @@ export class AmqpConnection extends Context.Tag("messaging/AmqpConnection")<Amqp
 
 /** Closes an amqplib connection or channel, ignoring one that is already gone. */
 export const closeQuietly = (resource: { close(): Promise<void> }) =>
-  Effect.promise(() => resource.close().catch(() => undefined)).pipe(
-    Effect.timeout(BROKER_OPERATION_TIMEOUT),
-    Effect.ignore
-  )
+  Effect.promise(() => resource.close().catch(() => undefined)).pipe(atMost(BROKER_OPERATION_TIMEOUT))
 
 /**
  * Opens a channel, or fails if the connection closes first: amqplib leaves a channel request on a

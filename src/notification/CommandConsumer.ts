@@ -6,6 +6,7 @@ import { declareCommandTopology } from "../messaging/CommandTopology"
 import { decodeCommand } from "../messaging/SendNotificationCommand"
 import { observeDelivery } from "../observability/Metrics"
 import { withConsumeSpan } from "../observability/TraceContext"
+import { atMost } from "../runtime/atMost"
 import { describeCause } from "../runtime/describe"
 import { type AckCoalescer, makeAckCoalescer } from "./AckCoalescer"
 import { NotificationConfig } from "./NotificationConfig"
@@ -97,8 +98,12 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const channel = yield* Effect.acquireRelease(openChannel(model, () => model.createChannel()), closeQuietly)
       const ended = yield* Deferred.make<void>()
+      let channelClosed = false
       channel.on("error", () => undefined)
-      channel.on("close", () => Deferred.unsafeDone(ended, Exit.void))
+      channel.on("close", () => {
+        channelClosed = true
+        Deferred.unsafeDone(ended, Exit.void)
+      })
       const acks = makeAckCoalescer(channel)
       yield* declareCommandTopology(channel, commandQueue)
       yield* Effect.tryPromise(() => channel.prefetch(prefetch))
@@ -118,13 +123,15 @@ const make = Effect.gen(function*() {
           })
         ),
         ({ consumerTag }) =>
-          // Stop deliveries, then let those in flight finish and settle, within the shutdown budget.
-          FiberSet.size(inFlight).pipe(
+          // On a channel that died, nothing in flight can be settled any more: the broker redelivers
+          // it, so the sends are interrupted at once (by the FiberSet) and the next session starts.
+          channelClosed ? Effect.void : FiberSet.size(inFlight).pipe(
+            // Shutdown, or the broker cancelled us: stop deliveries, then let those in flight finish
+            // and settle, within the shutdown budget.
             Effect.flatMap((count) => Effect.logInfo(`Stopped consuming ${commandQueue}; finishing ${count} in flight`)),
             Effect.zipRight(Effect.promise(() => channel.cancel(consumerTag).catch(() => undefined))),
             Effect.zipRight(FiberSet.awaitEmpty(inFlight)),
-            Effect.timeout(shutdownTimeout),
-            Effect.ignore,
+            atMost(shutdownTimeout),
             // The last acks may still wait for the end of the turn; they must go before the channel closes.
             Effect.zipRight(Effect.sync(acks.flush))
           )

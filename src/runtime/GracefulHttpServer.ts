@@ -3,6 +3,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Config, Effect, Layer, Option } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { SharedConfig } from "../config/SharedConfig"
+import { atMost } from "./atMost"
 
 export type RequestMiddleware = (app: HttpApp.Default) => HttpApp.Default
 
@@ -95,8 +96,7 @@ export const serveGracefully = <E, R, E2 = never, R2 = never>(
         if (inFlight === 0) resume(Effect.void)
         else whenIdle = () => resume(Effect.void)
       }).pipe(
-        Effect.timeout(shutdownTimeout),
-        Effect.ignore,
+        atMost(shutdownTimeout),
         Effect.zipRight(Effect.sync(() => server.closeAllConnections()))
       )
 

@@ -40,6 +40,31 @@ describe("services as processes", () => {
       expect(service.lines.some((line) => /redeliver/.test(line))).toBe(false)
     }), 60_000)
 
+  it.scopedLive("SHUTDOWN_TIMEOUT_MS bounds the drain: a send still running then is left to the broker", () =>
+    Effect.gen(function*() {
+      const queue = uniqueQueueName("shutdowntimeout")
+      const { channel } = yield* testBroker(queue)
+      yield* declareCommandTopology(channel, queue)
+      const command = new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(1) })
+      channel.sendToQueue(queue, encodeCommand(command), commandProperties(command, "test"))
+
+      const service = yield* spawnService("notification/main.ts", {
+        COMMAND_QUEUE: queue,
+        NOTIFICATION_SEND_DELAY_MS: 60_000,
+        SHUTDOWN_TIMEOUT_MS: 1000,
+        NOTIFICATION_HEALTH_PORT: yield* freePort
+      })
+      yield* service.waitForLine(new RegExp(`Sending notification for order ${command.orderId}`))
+      const signalledAt = Date.now()
+      service.child.kill("SIGTERM")
+      expect(yield* service.exitCode).toBe(0)
+      // One second of drain, then the send is abandoned: well before the minute it would take.
+      expect(Date.now() - signalledAt).toBeLessThan(10_000)
+      // Not acked, so the broker has it back for the next consumer.
+      const redelivered = yield* Effect.promise(() => channel.get(queue, { noAck: true }))
+      expect(redelivered !== false && redelivered.properties.messageId).toBe(command.orderId)
+    }), 60_000)
+
   it.scopedLive("an invalid configuration value stops the service with exit 1 and one line naming it", () =>
     Effect.gen(function*() {
       const service = yield* spawnService("order/main.ts", { PORT: "abc" })
