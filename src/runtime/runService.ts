@@ -1,14 +1,21 @@
+import { HttpServerError } from "@effect/platform"
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, ConfigError, Effect, Layer, Option } from "effect"
 import { describeConfigError } from "../config/Env"
+import { errorMessage } from "./describe"
 import { LogConfig, LoggingLive } from "./Logging"
 
+/** What stopped a service, in one line where the user can act on it (a bad value, a busy port). */
 const reportFailure = (cause: Cause.Cause<unknown>) => {
   if (Cause.isInterruptedOnly(cause)) return Effect.void
   const failure = Cause.failureOption(cause)
-  return Option.isSome(failure) && ConfigError.isConfigError(failure.value)
-    ? Effect.logError(describeConfigError(failure.value))
-    : Effect.logError("Service stopped", cause)
+  if (Option.isSome(failure) && ConfigError.isConfigError(failure.value)) {
+    return Effect.logError(describeConfigError(failure.value))
+  }
+  if (Option.isSome(failure) && HttpServerError.isServerError(failure.value) && failure.value._tag === "ServeError") {
+    return Effect.logError(`Cannot serve HTTP: ${errorMessage(failure.value.cause)} (check PORT or NOTIFICATION_HEALTH_PORT)`)
+  }
+  return Effect.logError("Service stopped", cause)
 }
 
 /**

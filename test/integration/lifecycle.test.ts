@@ -4,6 +4,7 @@ import { makeOrderId, UserId } from "../../src/domain/Order"
 import { declareCommandTopology } from "../../src/messaging/CommandTopology"
 import { commandProperties, encodeCommand, SendNotificationCommand } from "../../src/messaging/SendNotificationCommand"
 import { queueDepth, testBroker, uniqueQueueName } from "../support/broker"
+import { createServer } from "node:net"
 import { freePort, spawnService } from "../support/processes"
 
 const messageOf = (line: string) => {
@@ -72,6 +73,24 @@ describe("services as processes", () => {
       const printed = service.lines.filter((line) => line.trim() !== "")
       expect(printed).toHaveLength(1)
       expect(messageOf(printed[0]!)).toBe("Invalid configuration: PORT must be an integer from 1 to 65535 (got \"abc\")")
+    }))
+
+  it.scopedLive("a port already in use stops the service with exit 1 and one line, no stack trace", () =>
+    Effect.gen(function*() {
+      const port = yield* freePort
+      const squatter = createServer()
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => squatter.listen(port, resolve))),
+        () => Effect.promise(() => new Promise<void>((resolve) => squatter.close(() => resolve())))
+      )
+      const queue = uniqueQueueName("busyport")
+      yield* testBroker(queue) // deletes the queue, should the service have declared it before failing
+      const service = yield* spawnService("order/main.ts", { PORT: port, COMMAND_QUEUE: queue })
+      expect(yield* service.exitCode).toBe(1)
+      const errors = service.lines.filter((line) => line.includes("\"ERROR\""))
+      expect(errors).toHaveLength(1)
+      expect(messageOf(errors[0]!)).toMatch(/^Cannot serve HTTP: listen EADDRINUSE.*\(check PORT or NOTIFICATION_HEALTH_PORT\)$/)
+      expect(service.lines.some((line) => line.includes("    at "))).toBe(false)
     }))
 
   it.scopedLive("an invalid LOG_FORMAT is reported too", () =>
