@@ -40,7 +40,7 @@ export const oneOf = <const Choices extends ReadonlyArray<string>>(name: string,
   variable(name, fallback, `one of ${choices.join(", ")}`, (raw) =>
     choices.includes(raw) ? (raw as Choices[number]) : undefined)
 
-export const nonEmptyString = (name: string, fallback: string, expects: string, isValid: (raw: string) => boolean) =>
+export const validString = (name: string, fallback: string, expects: string, isValid: (raw: string) => boolean) =>
   variable(name, fallback, expects, (raw) => (isValid(raw) ? raw : undefined))
 
 /** Hides the password of every `scheme://user:password@` in a value that is echoed back. */

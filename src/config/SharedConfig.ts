@@ -21,7 +21,7 @@ export const SharedConfig = Config.all({
     "a comma-separated list of amqp:// or amqps:// URLs",
     isAmqpUrl
   ),
-  commandQueue: Env.nonEmptyString(
+  commandQueue: Env.validString(
     "COMMAND_QUEUE",
     "send_notification_command",
     "a queue name of at most 251 bytes not starting with \"amq.\"",

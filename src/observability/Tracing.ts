@@ -21,7 +21,7 @@ const isHttpUrl = (raw: string) => {
 }
 
 const optionalUrl = (name: string) =>
-  Env.nonEmptyString(name, "", "an http:// or https:// URL", isHttpUrl).pipe(
+  Env.validString(name, "", "an http:// or https:// URL", isHttpUrl).pipe(
     Config.map((url) => (url === "" ? Option.none<string>() : Option.some(url)))
   )
 

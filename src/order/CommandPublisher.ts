@@ -28,7 +28,10 @@ const make = Effect.gen(function*() {
   const { commandQueue } = yield* SharedConfig
   const { publishTimeout } = yield* OrderConfig
   const current = yield* Ref.make(Option.none<ConfirmSession>())
-  const timeoutMessage = `The broker did not confirm the command within ${Duration.format(publishTimeout)}`
+  const noConfirmInTime = `no confirm came within ${Duration.format(publishTimeout)}`
+  // The two refusals where the broker may still have queued the command, and says so to the client.
+  const uncertainMessage = (what: string) =>
+    `The command was not confirmed: ${what}. The broker may still have queued it`
   const publishTimeoutMillis = Duration.toMillis(publishTimeout)
 
   // One confirm channel per connection: declared topology, then open for publishing until it closes.
@@ -56,7 +59,7 @@ const make = Effect.gen(function*() {
   const publish = (command: SendNotificationCommand) =>
     Effect.gen(function*() {
       const session = yield* Ref.get(current)
-      if (Option.isNone(session)) return yield* refuse("Not connected to the broker")
+      if (Option.isNone(session)) return yield* refuse("No confirm channel to the broker (not connected, or the queue could not be declared)")
       const blocked = yield* Ref.get(connection.blocked)
       if (Option.isSome(blocked)) return yield* refuse(`The broker is refusing publishes (${blocked.value})`)
       const { channel, returned } = session.value
@@ -66,7 +69,7 @@ const make = Effect.gen(function*() {
       return yield* Effect.async<void, BrokerUnavailable>((resume) => {
         // The deadline is a plain timer, not `Effect.timeoutFail`, which races two extra fibers per
         // publish; Node keeps timers of one duration in one list, so each costs O(1).
-        const deadline = setTimeout(() => resume(refuse(timeoutMessage)), publishTimeoutMillis)
+        const deadline = setTimeout(() => resume(refuse(uncertainMessage(noConfirmInTime))), publishTimeoutMillis)
         const settle = (outcome: Effect.Effect<void, BrokerUnavailable>) => {
           clearTimeout(deadline)
           resume(outcome)
@@ -75,8 +78,11 @@ const make = Effect.gen(function*() {
           channel.sendToQueue(commandQueue, encodeCommand(command), commandProperties(command, APP_ID, traceHeaders), (error) => {
             if (returned.delete(messageId)) {
               settle(refuse(`The broker could not route the command to queue "${commandQueue}"`))
+            } else if (error instanceof Error && error.message === "channel closed") {
+              // The publish went out, its confirm never came: the broker may or may not have it.
+              settle(refuse(uncertainMessage("the connection to the broker was lost before its confirm")))
             } else if (error) {
-              settle(refuse(`The broker did not accept the command (${error instanceof Error ? error.message : "nack"})`))
+              settle(refuse("The broker refused the command (nack)"))
             } else {
               settle(Effect.void)
             }
