@@ -1,7 +1,7 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schedule } from "effect"
-import { testBroker, uniqueQueueName } from "../support/broker"
+import { queueDeclaration, testBroker, uniqueQueueName } from "../support/broker"
 import { orderService } from "../support/services"
 
 const postOrder = (userId: number) =>
@@ -40,6 +40,13 @@ describe("order service against the real broker", () => {
 
         const declared = yield* Effect.promise(() => channel.checkQueue(queue))
         expect(declared.messageCount).toBe(0)
+
+        const commandQueue = yield* queueDeclaration(queue)
+        expect(commandQueue).toMatchObject({ type: "quorum", durable: true })
+        for (const argument of ['"x-dead-letter-exchange",[]', `"x-dead-letter-routing-key","${queue}.dlq"`, '"x-dead-letter-strategy","at-least-once"', '"x-overflow","reject-publish"']) {
+          expect(commandQueue?.arguments).toContain(argument)
+        }
+        expect(yield* queueDeclaration(`${queue}.dlq`)).toMatchObject({ type: "quorum", durable: true })
       }).pipe(Effect.provide(orderService({ COMMAND_QUEUE: queue })))
     }))
 
@@ -60,7 +67,7 @@ describe("order service against the real broker", () => {
       }).pipe(Effect.provide(orderService({ COMMAND_QUEUE: queue })))
     }))
 
-  it.scopedLive("answers 503 within PUBLISH_TIMEOUT_MS when no broker answers, and is not ready", () =>
+  it.scopedLive("answers 503 at once when no broker answers, and is not ready", () =>
     Effect.gen(function*() {
       const queue = uniqueQueueName("nobroker")
       yield* Effect.gen(function*() {

@@ -66,6 +66,18 @@ export const queueDepth = (queue: string) =>
     return row === undefined ? 0 : Number(row[1])
   })
 
+/** How the broker has `queue` declared: its type, durability and arguments, as rabbitmqctl prints them. */
+export const queueDeclaration = (queue: string) =>
+  Effect.promise(async () => {
+    const { execFile } = await import("node:child_process")
+    const output = await new Promise<string>((resolve, reject) =>
+      execFile("rabbitmqctl", ["list_queues", "--quiet", "--no-table-headers", "name", "type", "durable", "arguments"], (error, stdout) =>
+        error ? reject(error) : resolve(stdout))
+    )
+    const row = output.split("\n").map((line) => line.split("\t")).find(([name]) => name === queue)
+    return row === undefined ? undefined : { type: row[1], durable: row[2] === "true", arguments: row[3] ?? "" }
+  })
+
 /** Resolves with the next message on `queue` (acked), from a consumer of the test's own. */
 export const nextMessage = (channel: amqp.Channel, queue: string) =>
   Effect.async<amqp.ConsumeMessage>((resume) => {
