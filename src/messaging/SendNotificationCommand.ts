@@ -1,6 +1,7 @@
 import type * as amqp from "amqplib"
 import { Either, ParseResult, Schema } from "effect"
 import { OrderId, UserId } from "../domain/Order"
+import { describeIssues } from "../runtime/describe"
 
 /**
  * The command both services agree on: the original demo's `{"orderId", "userId"}` body,
@@ -40,9 +41,5 @@ export const commandProperties = (
 /** Decodes a message body; the failure is one line naming every field at fault. */
 export const decodeCommand = (body: Buffer): Either.Either<SendNotificationCommand, string> =>
   decodeJson(body.toString("utf8")).pipe(
-    Either.mapLeft((error) =>
-      ParseResult.ArrayFormatter.formatErrorSync(error)
-        .map((issue) => (issue.path.length > 0 ? `${issue.path.join(".")}: ${issue.message}` : issue.message))
-        .join("; ")
-    )
+    Either.mapLeft((error) => describeIssues(ParseResult.ArrayFormatter.formatErrorSync(error)))
   )

@@ -7,6 +7,7 @@ import {
   HttpServerResponse
 } from "@effect/platform"
 import { Cause, Effect, Option, type ParseResult } from "effect"
+import { describeIssues } from "./describe"
 
 export const MAX_BODY_BYTES = 64 * 1024
 
@@ -28,10 +29,6 @@ const errorAnswer = (status: number, _tag: string, message: string): ErrorAnswer
 export const payloadTooLarge = errorAnswer(413, "PayloadTooLarge", `The request body is over ${MAX_BODY_BYTES} bytes`)
 export const malformedRequest = errorAnswer(400, "MalformedRequest", "The request body is not valid JSON")
 export const internalServerError = errorAnswer(500, "InternalServerError", "Internal server error")
-
-/** A schema failure in one line, naming each field at fault ("userId: Expected an integer, actual 1.5"). */
-export const describeIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) =>
-  issues.map((issue) => (issue.path.length > 0 ? `${issue.path.join(".")}: ${issue.message}` : issue.message)).join("; ")
 
 /** 400 for a body that does not match the schema: the one-line message, and the issues themselves. */
 export const decodeFailure = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>): ErrorAnswer => ({
