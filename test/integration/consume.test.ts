@@ -39,7 +39,7 @@ const awaitSubscribed = CommandConsumer.pipe(
 )
 
 describe("notification consumer against the real broker", () => {
-  it.scopedLive("sends a command and acks it on the channel that delivered it", () =>
+  it.scopedLive("sends a command and acks it", () =>
     Effect.gen(function*() {
       const queue = uniqueQueueName("ack")
       const { channel } = yield* testBroker(queue)
