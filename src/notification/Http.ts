@@ -1,6 +1,6 @@
 import { HttpApiBuilder } from "@effect/platform"
 import { Config, Effect, Layer } from "effect"
-import { Healthy, NotReady } from "../runtime/Health"
+import { live, ready } from "../runtime/Health"
 import { MetricsRoute, NOTIFICATION_METRICS } from "../observability/Metrics"
 import { serveGracefully } from "../runtime/GracefulHttpServer"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
@@ -11,13 +11,7 @@ import { NotificationConfig } from "./NotificationConfig"
 const HealthHandlers = HttpApiBuilder.group(NotificationApi, "health", (handlers) =>
   Effect.gen(function*() {
     const consumer = yield* CommandConsumer
-    return handlers
-      .handle("live", () => Effect.succeed(new Healthy({ status: "ok" })))
-      .handle("ready", () =>
-        Effect.if(consumer.isReady, {
-          onTrue: () => Effect.succeed(new Healthy({ status: "ok" })),
-          onFalse: () => Effect.fail(new NotReady({ message: "Not subscribed to the command queue" }))
-        }))
+    return handlers.handle("live", live).handle("ready", ready(consumer.isReady, "Not subscribed to the command queue"))
   }))
 
 /** Health and metrics on `NOTIFICATION_HEALTH_PORT`. */

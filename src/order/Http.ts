@@ -1,6 +1,6 @@
 import { HttpApiBuilder } from "@effect/platform"
 import { Config, Effect, Layer } from "effect"
-import { Healthy, NotReady } from "../runtime/Health"
+import { live, ready } from "../runtime/Health"
 import { MetricsRoute, ORDER_METRICS } from "../observability/Metrics"
 import { type RequestMiddleware, serveGracefully } from "../runtime/GracefulHttpServer"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
@@ -21,13 +21,7 @@ const OrdersHandlers = HttpApiBuilder.group(OrderApi, "orders", (handlers) =>
 const HealthHandlers = HttpApiBuilder.group(OrderApi, "health", (handlers) =>
   Effect.gen(function*() {
     const publisher = yield* CommandPublisher
-    return handlers
-      .handle("live", () => Effect.succeed(new Healthy({ status: "ok" })))
-      .handle("ready", () =>
-        Effect.if(publisher.isReady, {
-          onTrue: () => Effect.succeed(new Healthy({ status: "ok" })),
-          onFalse: () => Effect.fail(new NotReady({ message: "No open confirm channel to the broker" }))
-        }))
+    return handlers.handle("live", live).handle("ready", ready(publisher.isReady, "No open confirm channel to the broker"))
   }))
 
 const ApiLive = HttpApiBuilder.api(OrderApi).pipe(Layer.provide([OrdersHandlers, HealthHandlers]))

@@ -1,5 +1,5 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema } from "@effect/platform"
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
 
 export class Healthy extends Schema.Class<Healthy>("Healthy")({ status: Schema.Literal("ok") }) {}
 
@@ -14,3 +14,15 @@ export class HealthApi extends HttpApiGroup.make("health")
   .add(HttpApiEndpoint.get("live", "/health/live").addSuccess(Healthy))
   .add(HttpApiEndpoint.get("ready", "/health/ready").addSuccess(Healthy).addError(NotReady))
 {}
+
+const healthy = new Healthy({ status: "ok" })
+
+/** `GET /health/live`: the process answers. */
+export const live = () => Effect.succeed(healthy)
+
+/** `GET /health/ready`: 200 while `isReady`, else 503 saying what is missing. */
+export const ready = (isReady: Effect.Effect<boolean>, whatIsMissing: string) => () =>
+  Effect.if(isReady, {
+    onTrue: () => Effect.succeed(healthy),
+    onFalse: () => Effect.fail(new NotReady({ message: whatIsMissing }))
+  })
