@@ -10,7 +10,6 @@ import {
   Layer,
   Option,
   Redacted,
-  Ref,
   Schedule,
   type Scope,
   Stream,
@@ -59,8 +58,11 @@ const sessionRestartSchedule = Schedule.exponential("200 millis").pipe(
 export class AmqpConnection extends Context.Tag("messaging/AmqpConnection")<AmqpConnection, {
   /** The open connection, or None while (re)connecting. */
   readonly state: SubscriptionRef.SubscriptionRef<Option.Option<amqp.ChannelModel>>
-  /** Why the broker has blocked publishing on this connection (a memory or disk alarm), if it has. */
-  readonly blocked: Ref.Ref<Option.Option<string>>
+  /**
+   * Why the broker has blocked publishing on this connection (a memory or disk alarm), if it has.
+   * A plain read, not an Effect: the publisher checks it synchronously before every publish.
+   */
+  readonly blockedBy: () => string | undefined
   /**
    * Runs `session` on every connection, one at a time, until the surrounding fiber is interrupted.
    * A session that ends or fails while its connection lives is started again with backoff. When the
@@ -76,6 +78,38 @@ export class AmqpConnection extends Context.Tag("messaging/AmqpConnection")<Amqp
     Layer.scoped(AmqpConnection, make(options.connectionName))
 }
 
+
+/** The two amqplib 2.3 internals `writeFramesInBatches` relies on. */
+interface ConnectionInternals {
+  readonly stream?: { cork(): void; uncork(): void }
+  readonly muxer?: { _readIncoming(): void }
+}
+
+/**
+ * Makes the frames amqplib writes in one turn of the event loop go to the socket as one write.
+ *
+ * amqplib queues each channel's frames and, once a turn, its muxer hands them to the socket one
+ * `write` at a time: one system call per publish (or ack) while the socket keeps up. Under the
+ * benchmark those writes were about 8% of the order service's busy time. Corking the socket around
+ * the muxer's pass turns them into one `writev`. No frame waits longer than it did.
+ *
+ * amqplib offers no option for this, so it wraps one internal method; `amqplib` is pinned, and a
+ * version without these internals simply goes without (the check below).
+ */
+const writeFramesInBatches = (model: amqp.ChannelModel): amqp.ChannelModel => {
+  const { muxer, stream } = (model as unknown as { readonly connection: ConnectionInternals }).connection
+  if (stream === undefined || typeof muxer?._readIncoming !== "function") return model
+  const writeQueuedFrames = muxer._readIncoming.bind(muxer)
+  muxer._readIncoming = () => {
+    stream.cork()
+    try {
+      writeQueuedFrames()
+    } finally {
+      stream.uncork()
+    }
+  }
+  return model
+}
 
 /** Closes an amqplib connection or channel, ignoring one that is already gone. */
 export const closeQuietly = (resource: { close(): Promise<void> }) =>
@@ -105,7 +139,7 @@ const make = (connectionName: string) =>
   Effect.gen(function*() {
     const { amqpUrls } = yield* SharedConfig
     const state = yield* SubscriptionRef.make(Option.none<amqp.ChannelModel>())
-    const blocked = yield* Ref.make(Option.none<string>())
+    let blockedBy: string | undefined
     let nextNode = 0
 
     const connectToNextNode = Effect.suspend(() => {
@@ -119,7 +153,7 @@ const make = (connectionName: string) =>
             clientProperties: { connection_name: connectionName }
           }),
         catch: (cause) => new BrokerUnreachable({ url: redactUrl(url), reason: errorMessage(cause) })
-      }).pipe(Effect.map((connection) => ({ connection, url: redactUrl(url) })))
+      }).pipe(Effect.map((connection) => ({ connection: writeFramesInBatches(connection), url: redactUrl(url) })))
     })
 
     // Each attempt is acquired on its own: an acquisition cannot be interrupted, and a shutdown
@@ -146,9 +180,9 @@ const make = (connectionName: string) =>
         lost.add(connection)
         Deferred.unsafeDone(closed, Exit.succeed(error?.message ?? "closed"))
       })
-      connection.on("blocked", (reason: string) => Effect.runSync(Ref.set(blocked, Option.some(reason))))
-      connection.on("unblocked", () => Effect.runSync(Ref.set(blocked, Option.none())))
-      yield* Ref.set(blocked, Option.none())
+      connection.on("blocked", (reason: string) => (blockedBy = reason))
+      connection.on("unblocked", () => (blockedBy = undefined))
+      blockedBy = undefined
       yield* SubscriptionRef.set(state, Option.some(connection))
       yield* Effect.logInfo(`Connected to ${url}`)
       const reason = yield* Deferred.await(closed)
@@ -188,5 +222,5 @@ const make = (connectionName: string) =>
       >
     }
 
-    return AmqpConnection.of({ state, blocked, withEveryConnection })
+    return AmqpConnection.of({ state, blockedBy: () => blockedBy, withEveryConnection })
   })
