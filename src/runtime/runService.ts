@@ -1,5 +1,5 @@
 import { HttpServerError } from "@effect/platform"
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, ConfigError, Effect, Layer, Option } from "effect"
 import { describeConfigError } from "../config/Env"
 import { errorMessage } from "./describe"
