@@ -1,5 +1,5 @@
 import type * as amqp from "amqplib"
-import { Cause, Context, Deferred, Effect, Either, Exit, FiberSet, Layer, Ref } from "effect"
+import { Cause, Context, Deferred, Effect, Either, Exit, FiberRef, FiberSet, HashMap, Layer, Ref } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
 import { AmqpConnection, closeQuietly, openChannel } from "../messaging/AmqpConnection"
 import { declareCommandTopology } from "../messaging/CommandTopology"
@@ -16,58 +16,74 @@ import { deliveryAttempt, Settlement } from "./Settlement"
 /**
  * Decides what becomes of one delivery: a message that is not a valid command is dead-lettered at
  * once (it would fail the same way forever); a failed send is retried until the last attempt.
+ *
+ * Each delivery runs in a fiber of its own, so once it is known to carry a command, the rest of
+ * that fiber's log lines (the send's own, and its settlement's) are annotated with the order id.
  */
-export const processDelivery = (message: amqp.Message, maxAttempts: number) =>
-  Effect.gen(function*() {
-    const decoded = decodeCommand(message.content)
-    if (Either.isLeft(decoded)) {
-      return Settlement.DeadLetter({ reason: `not a valid SendNotificationCommand (${decoded.left})`, poison: true })
-    }
-    const sender = yield* NotificationSender
-    const attempt = deliveryAttempt(message)
-    const sent = yield* Effect.exit(sender.send(decoded.right))
-    if (Exit.isSuccess(sent)) return Settlement.Ack()
-    // Shutdown ran out of time mid-send: settle nothing, the broker redelivers.
-    if (Cause.isInterruptedOnly(sent.cause)) return yield* Effect.interrupt
-    const reason = describeCause(sent.cause)
-    return attempt >= maxAttempts
-      ? Settlement.DeadLetter({ reason: `${reason}; gave up after ${attempt} attempts`, poison: false })
-      : Settlement.Retry({ reason: `${reason} (attempt ${attempt} of ${maxAttempts})` })
-  })
+export const processDelivery = (message: amqp.Message, maxAttempts: number): Effect.Effect<Settlement, never, NotificationSender> => {
+  const decoded = decodeCommand(message.content)
+  if (Either.isLeft(decoded)) {
+    return Effect.succeed(Settlement.DeadLetter({ reason: `not a valid SendNotificationCommand (${decoded.left})`, poison: true }))
+  }
+  const command = decoded.right
+  const attempt = deliveryAttempt(message)
+  return annotateFiberLogs("orderId", command.orderId).pipe(
+    Effect.zipRight(NotificationSender),
+    Effect.flatMap((sender) => sender.send(command)),
+    Effect.matchCauseEffect({
+      onSuccess: () => ACK,
+      onFailure: (cause) => {
+        // Shutdown ran out of time mid-send: settle nothing, the broker redelivers.
+        if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
+        const reason = describeCause(cause)
+        return Effect.succeed(
+          attempt >= maxAttempts
+            ? Settlement.DeadLetter({ reason: `${reason}; gave up after ${attempt} attempts`, poison: false })
+            : Settlement.Retry({ reason: `${reason} (attempt ${attempt} of ${maxAttempts})` })
+        )
+      }
+    })
+  )
+}
+
+const ACK = Effect.succeed(Settlement.Ack())
 
 /**
- * The log annotation for lines about a delivery: its order, whose id the publisher puts in
- * `messageId`, or for a message that is not a command (poison) just its `messageId`.
+ * Annotates every later log line of the current fiber. Not `Effect.annotateLogs`: that sets and
+ * restores the annotation around an effect, which measured 5.8 µs per delivery against 1.6 µs for
+ * this one update (a delivery's fiber ends with it, so nothing needs restoring).
  */
-const deliveryAnnotation = (message: amqp.Message, settlement?: Settlement) =>
-  Effect.annotateLogs(
-    settlement?._tag === "DeadLetter" && settlement.poison ? "messageId" : "orderId",
-    String(message.properties.messageId ?? "none")
-  )
+const annotateFiberLogs = (key: string, value: string) =>
+  FiberRef.update(FiberRef.currentLogAnnotations, HashMap.set<string, unknown>(key, value))
 
 /**
  * Applies a settlement on the channel that delivered the message, never on another: a delivery tag
  * means nothing to a newer channel (the broker would close it with 406). If that channel has died,
  * the broker has already put the message back, and will deliver it again.
  */
-const settle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message, settlement: Settlement) =>
-  Effect.suspend(() => {
-    try {
-      Settlement.$match(settlement, {
-        Ack: () => acks.ack(message),
-        Retry: () => (acks.forget(message), channel.reject(message, true)),
-        DeadLetter: () => (acks.forget(message), channel.reject(message, false))
-      })
-    } catch {
-      return Effect.logWarning("The channel closed before this delivery was settled; the broker will redeliver it")
-    }
-    return Settlement.$match(settlement, {
-      // The one sign that a command was processed; the fault-injection suite counts these.
-      Ack: () => Effect.logDebug(`Notification sent for order ${String(message.properties.messageId ?? "unknown")}`),
-      Retry: ({ reason }) => Effect.logWarning(`Send failed, requeued: ${reason}`),
-      DeadLetter: ({ reason }) => Effect.logError(`Dead-lettered: ${reason}`)
+const settle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message, settlement: Settlement) => {
+  try {
+    Settlement.$match(settlement, {
+      Ack: () => acks.ack(message),
+      Retry: () => (acks.forget(message), channel.reject(message, true)),
+      DeadLetter: () => (acks.forget(message), channel.reject(message, false))
     })
-  }).pipe(deliveryAnnotation(message, settlement))
+  } catch {
+    return Effect.logWarning("The channel closed before this delivery was settled; the broker will redeliver it")
+  }
+  return Settlement.$match(settlement, {
+    // The one sign that a command was processed; the fault-injection suite counts these.
+    Ack: () => Effect.logDebug(`Notification sent for order ${String(message.properties.messageId ?? "unknown")}`),
+    Retry: ({ reason }) => Effect.logWarning(`Send failed, requeued: ${reason}`),
+    DeadLetter: ({ reason, poison }) =>
+      poison
+        // Not a command, so there is no order to name; the message's own id is what there is.
+        ? Effect.logError(`Dead-lettered: ${reason}`).pipe(
+          Effect.annotateLogs("messageId", String(message.properties.messageId ?? "none"))
+        )
+        : Effect.logError(`Dead-lettered: ${reason}`)
+  })
+}
 
 /** Consumes the command queue for the life of the service. */
 export class CommandConsumer extends Context.Tag("notification/CommandConsumer")<CommandConsumer, {
@@ -80,18 +96,18 @@ const make = Effect.gen(function*() {
   const subscribed = yield* Ref.make(false)
   const { commandQueue, shutdownTimeout } = yield* SharedConfig
   const { maxAttempts, prefetch } = yield* NotificationConfig
-  const sender = yield* NotificationSender
+  // Decided once, as the tracer is: with tracing off, a span per delivery would be a no-op that
+  // still costs about 7 µs.
+  const tracing = yield* FiberRef.get(FiberRef.currentTracerEnabled)
 
-  const handle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message) =>
-    processDelivery(message, maxAttempts).pipe(
-      // The send's own lines ("Sending notification for order ...") carry the order id too.
-      deliveryAnnotation(message),
+  const handle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message) => {
+    const processed = processDelivery(message, maxAttempts).pipe(
       observeDelivery(message),
-      Effect.flatMap((settlement) => settle(channel, acks, message, settlement)),
-      // Continues the publisher's trace from the message headers.
-      withConsumeSpan(message, commandQueue),
-      Effect.provideService(NotificationSender, sender)
+      Effect.flatMap((settlement) => settle(channel, acks, message, settlement))
     )
+    // Continues the publisher's trace from the message headers.
+    return tracing ? withConsumeSpan(message, commandQueue)(processed) : processed
+  }
 
   // One channel and one consumer per connection, until either closes.
   const consumeSession = (model: amqp.ChannelModel) =>
@@ -110,7 +126,7 @@ const make = Effect.gen(function*() {
 
       // Released before the consumer below: in-flight sends are interrupted only after the drain.
       const inFlight = yield* FiberSet.make<void>()
-      const run = yield* FiberSet.runtime(inFlight)<never>()
+      const run = yield* FiberSet.runtime(inFlight)<NotificationSender>()
       yield* Effect.acquireRelease(
         Effect.tryPromise(() =>
           channel.consume(commandQueue, (message) => {

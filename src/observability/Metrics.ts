@@ -106,9 +106,9 @@ export const observeDelivery = (message: amqp.Message) =>
   Effect.suspend(() => {
     const startedAt = performance.now()
     if (message.fields.redelivered) commandsRedelivered.unsafeUpdate(1, NO_LABELS)
-    return Effect.onExit(process, (exit) => {
-      if (Exit.isFailure(exit)) return Effect.void
-      switch (exit.value._tag) {
+    // `map`, not `onExit`: only a settlement is counted, and `onExit` costs a few µs per delivery more.
+    return Effect.map(process, (settlement) => {
+      switch (settlement._tag) {
         case "Ack":
           commandsProcessed.unsafeUpdate(1, NO_LABELS)
           processingDuration.unsafeUpdate(seconds(startedAt), ACK)
@@ -118,12 +118,12 @@ export const observeDelivery = (message: amqp.Message) =>
           processingDuration.unsafeUpdate(seconds(startedAt), RETRY)
           break
         case "DeadLetter": {
-          if (!exit.value.poison) commandsFailed.unsafeUpdate(1, NO_LABELS)
-          commandsDeadLettered.unsafeUpdate(1, exit.value.poison ? INVALID : MAX_ATTEMPTS)
+          if (!settlement.poison) commandsFailed.unsafeUpdate(1, NO_LABELS)
+          commandsDeadLettered.unsafeUpdate(1, settlement.poison ? INVALID : MAX_ATTEMPTS)
           processingDuration.unsafeUpdate(seconds(startedAt), DEAD_LETTER)
         }
       }
-      return Effect.void
+      return settlement
     })
   })
 
