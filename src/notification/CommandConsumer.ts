@@ -29,24 +29,22 @@ export const processDelivery = (message: amqp.Message, maxAttempts: number): Eff
   const attempt = deliveryAttempt(message)
   return annotateFiberLogs("orderId", command.orderId).pipe(
     Effect.zipRight(NotificationSender),
-    Effect.flatMap((sender) => sender.send(command)),
-    Effect.matchCauseEffect({
-      onSuccess: () => ACK,
-      onFailure: (cause) => {
-        // Shutdown ran out of time mid-send: settle nothing, the broker redelivers.
-        if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
-        const reason = describeCause(cause)
-        return Effect.succeed(
-          attempt >= maxAttempts
-            ? Settlement.DeadLetter({ reason: `${reason}; gave up after ${attempt} attempts`, poison: false })
-            : Settlement.Retry({ reason: `${reason} (attempt ${attempt} of ${maxAttempts})` })
-        )
-      }
+    Effect.flatMap((sender) => Effect.exit(sender.send(command))),
+    Effect.flatMap((sent): Effect.Effect<Settlement> => {
+      if (Exit.isSuccess(sent)) return ACK
+      // Shutdown ran out of time mid-send: settle nothing, the broker redelivers.
+      if (Cause.isInterruptedOnly(sent.cause)) return Effect.interrupt
+      const reason = describeCause(sent.cause)
+      return Effect.succeed(
+        attempt >= maxAttempts
+          ? Settlement.DeadLetter({ reason: `${reason}; gave up after ${attempt} attempts`, poison: false })
+          : Settlement.Retry({ reason: `${reason} (attempt ${attempt} of ${maxAttempts})` })
+      )
     })
   )
 }
 
-const ACK = Effect.succeed(Settlement.Ack())
+const ACK: Effect.Effect<Settlement> = Effect.succeed(Settlement.Ack())
 
 /**
  * Annotates every later log line of the current fiber. Not `Effect.annotateLogs`: that sets and
@@ -62,27 +60,38 @@ const annotateFiberLogs = (key: string, value: string) =>
  * the broker has already put the message back, and will deliver it again.
  */
 const settle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message, settlement: Settlement) => {
+  // A switch rather than `Settlement.$match`: under tsx (which keeps function names), each arrow
+  // in a `$match` object costs a `defineProperty` per call, 6% of the consumer's time when draining.
   try {
-    Settlement.$match(settlement, {
-      Ack: () => acks.ack(message),
-      Retry: () => (acks.forget(message), channel.reject(message, true)),
-      DeadLetter: () => (acks.forget(message), channel.reject(message, false))
-    })
+    switch (settlement._tag) {
+      case "Ack":
+        acks.ack(message)
+        break
+      case "Retry":
+        acks.forget(message)
+        channel.reject(message, true)
+        break
+      case "DeadLetter":
+        acks.forget(message)
+        channel.reject(message, false)
+    }
   } catch {
     return Effect.logWarning("The channel closed before this delivery was settled; the broker will redeliver it")
   }
-  return Settlement.$match(settlement, {
-    // The one sign that a command was processed; the fault-injection suite counts these.
-    Ack: () => Effect.logDebug(`Notification sent for order ${String(message.properties.messageId ?? "unknown")}`),
-    Retry: ({ reason }) => Effect.logWarning(`Send failed, requeued: ${reason}`),
-    DeadLetter: ({ reason, poison }) =>
-      poison
+  switch (settlement._tag) {
+    case "Ack":
+      // The one sign that a command was processed; the fault-injection suite counts these.
+      return Effect.logDebug(`Notification sent for order ${String(message.properties.messageId ?? "unknown")}`)
+    case "Retry":
+      return Effect.logWarning(`Send failed, requeued: ${settlement.reason}`)
+    case "DeadLetter":
+      return settlement.poison
         // Not a command, so there is no order to name; the message's own id is what there is.
-        ? Effect.logError(`Dead-lettered: ${reason}`).pipe(
+        ? Effect.logError(`Dead-lettered: ${settlement.reason}`).pipe(
           Effect.annotateLogs("messageId", String(message.properties.messageId ?? "none"))
         )
-        : Effect.logError(`Dead-lettered: ${reason}`)
-  })
+        : Effect.logError(`Dead-lettered: ${settlement.reason}`)
+  }
 }
 
 /** Consumes the command queue for the life of the service. */

@@ -24,9 +24,10 @@ export const Settlement = Data.taggedEnum<Settlement>()
  */
 export const deliveryAttempt = (message: amqp.Message): number => {
   const headers = message.properties.headers ?? {}
-  const count = (name: string) => {
-    const value = Number(headers[name] ?? 0)
-    return Number.isFinite(value) && value > 0 ? value : 0
-  }
-  return 1 + Math.max(count("x-delivery-count"), count("x-acquired-count"))
+  return 1 + Math.max(count(headers["x-delivery-count"]), count(headers["x-acquired-count"]))
+}
+
+const count = (header: unknown) => {
+  const value = Number(header ?? 0)
+  return Number.isFinite(value) && value > 0 ? value : 0
 }
