@@ -14,10 +14,15 @@ export class SendNotificationCommand extends Schema.Class<SendNotificationComman
 
 export const COMMAND_TYPE = "SendNotificationCommand"
 
-const encodeJson = Schema.encodeSync(Schema.parseJson(SendNotificationCommand))
 const decodeJson = Schema.decodeEither(Schema.parseJson(SendNotificationCommand), { errors: "all" })
 
-export const encodeCommand = (command: SendNotificationCommand): Buffer => Buffer.from(encodeJson(command))
+/**
+ * The body the schema's encoding gives (a unit test holds them equal), written directly: both
+ * fields encode as themselves, and the schema's generic encoder allocated about 12% of the order
+ * service's memory per request under the benchmark.
+ */
+export const encodeCommand = ({ orderId, userId }: SendNotificationCommand): Buffer =>
+  Buffer.from(JSON.stringify({ orderId, userId } satisfies typeof SendNotificationCommand.Encoded))
 
 /**
  * AMQP properties of a command; `messageId` is the order id, so a receiver can deduplicate.

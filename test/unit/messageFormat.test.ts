@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Either } from "effect"
+import { Either, Schema } from "effect"
 import { makeOrderId, UserId } from "../../src/domain/Order"
 import { uuidv7 } from "../../src/domain/uuidv7"
 import {
@@ -34,6 +34,14 @@ describe("SendNotificationCommand", () => {
 
   it("is the original demo's body, with a string id", () => {
     expect(JSON.parse(encodeCommand(command).toString())).toEqual({ orderId: command.orderId, userId: 42 })
+  })
+
+  it("is encoded exactly as the schema encodes it", () => {
+    const schemaEncoding = Schema.encodeSync(Schema.parseJson(SendNotificationCommand))
+    for (const userId of [1, 42, Number.MAX_SAFE_INTEGER]) {
+      const other = new SendNotificationCommand({ orderId: command.orderId, userId: UserId.make(userId) })
+      expect(encodeCommand(other).toString("utf8")).toBe(schemaEncoding(other))
+    }
   })
 
   it("round-trips through the wire format", () => {
