@@ -1,18 +1,23 @@
 import type * as amqp from "amqplib"
 
 /**
- * Acks on one channel, coalesced: acks made in the same turn of the event loop go out together,
- * as one `basic.ack` with `multiple` for the run of deliveries that are all settled from the
- * oldest in flight on, and singly for any acked past a delivery still in flight (which `multiple`
- * would ack too early). Draining a backlog, this sends one ack frame per turn instead of one per
- * message, and no ack waits longer than that turn.
+ * Acks on one channel, coalesced: acks made in the same tick go out together, as one `basic.ack`
+ * with `multiple` for the run of deliveries that are all settled from the oldest in flight on, and
+ * singly for any acked past a delivery still in flight (which `multiple` would ack too early).
+ * amqplib hands the consumer every delivery of one socket read in one tick, so draining a backlog
+ * this sends one ack frame per read instead of one per message.
+ *
+ * The flush is a `process.nextTick`, not a `setImmediate`: the broker sends more only as acks come
+ * back, so below a large prefetch every delay before the ack is time both sides wait. Measured in
+ * alternating runs, nextTick drained faster in every pair (prefetch 1: ~1,150 against ~730-1,100
+ * commands/s; prefetch 100: 6-30% more).
  *
  * Rejects are not coalesced: the caller sends them at once, and tells us with `forget`.
  */
 export interface AckCoalescer {
   /** Call for every delivery, in delivery order, when it arrives. */
   readonly received: (message: amqp.Message) => void
-  /** Acks the delivery by the end of this turn; throws, as amqplib would, if the channel has closed. */
+  /** Acks the delivery by the end of this tick; throws, as amqplib would, if the channel has closed. */
   readonly ack: (message: amqp.Message) => void
   /** The delivery was settled otherwise (rejected), or will never be (its channel is gone). */
   readonly forget: (message: amqp.Message) => void
@@ -57,7 +62,7 @@ export const makeAckCoalescer = (channel: amqp.Channel): AckCoalescer => {
       delivery.acked = true
       if (!scheduled) {
         scheduled = true
-        setImmediate(flush)
+        process.nextTick(flush)
       }
     },
     forget: (message) => void inFlight.delete(message.fields.deliveryTag),

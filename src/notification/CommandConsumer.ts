@@ -157,7 +157,7 @@ const make = Effect.gen(function*() {
             Effect.zipRight(Effect.promise(() => channel.cancel(consumerTag).catch(() => undefined))),
             Effect.zipRight(FiberSet.awaitEmpty(inFlight)),
             atMost(shutdownTimeout),
-            // The last acks may still wait for the end of the turn; they must go before the channel closes.
+            // The last acks may still wait for the end of the tick; they must go before the channel closes.
             Effect.zipRight(Effect.sync(acks.flush))
           )
       )

@@ -13,17 +13,17 @@ const recordingChannel = () => {
 }
 
 const delivery = (deliveryTag: number) => ({ fields: { deliveryTag } }) as amqp.Message
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
+const nextTick = () => new Promise<void>((resolve) => process.nextTick(resolve))
 
 describe("AckCoalescer", () => {
-  it("sends the acks of one turn as one ack with multiple, for the settled prefix", async () => {
+  it("sends the acks of one tick as one ack with multiple, for the settled prefix", async () => {
     const { channel, sent } = recordingChannel()
     const acks = makeAckCoalescer(channel)
     const messages = [1, 2, 3].map(delivery)
     messages.forEach(acks.received)
     messages.forEach(acks.ack)
     expect(sent).toEqual([])
-    await nextTurn()
+    await nextTick()
     expect(sent).toEqual(["3+"])
   })
 
@@ -34,10 +34,10 @@ describe("AckCoalescer", () => {
     ;[one!, two!, three!].forEach(acks.received)
     acks.ack(one!)
     acks.ack(three!)
-    await nextTurn()
+    await nextTick()
     expect(sent).toEqual(["3", "1+"])
     acks.ack(two!)
-    await nextTurn()
+    await nextTick()
     expect(sent).toEqual(["3", "1+", "2+"])
   })
 
