@@ -48,7 +48,9 @@ export const observePublish = <A, E, R>(publish: Effect.Effect<A, E, R>): Effect
   Effect.suspend(() => {
     // performance.now, not the Effect Clock: this measures real latency even under a TestClock.
     const startedAt = performance.now()
-    return Effect.onExit(publish, (exit) => {
+    // `Effect.exit`, not `Effect.onExit`: nothing is recorded for an interruption anyway, and
+    // `onExit`'s uninterruptible region cost a measurable share of each request's allocations.
+    return Effect.flatMap(Effect.exit(publish), (exit) => {
       if (Exit.isSuccess(exit)) {
         publishDuration.unsafeUpdate(seconds(startedAt), CONFIRMED)
         ordersAccepted.unsafeUpdate(1, NO_LABELS)
@@ -56,7 +58,7 @@ export const observePublish = <A, E, R>(publish: Effect.Effect<A, E, R>): Effect
         publishDuration.unsafeUpdate(seconds(startedAt), REFUSED)
         ordersRefused.unsafeUpdate(1, NO_LABELS)
       }
-      return Effect.void
+      return exit
     })
   })
 

@@ -96,7 +96,9 @@ const make = Effect.gen(function*() {
         // The channel closed between our check and the publish.
         settle(refuse(`Lost the broker channel (${(error as Error).message})`))
       }
-      return Effect.sync(() => clearTimeout(deadline))
+      // No canceler: an interrupted publish (the client went away) leaves its deadline to fire
+      // into a fiber that has ended, which ignores it. A canceler would wrap every publish in an
+      // uninterruptible region, for the rare abort.
     })
 
   /** With tracing on: a producer span, whose context travels in the message for the consumer. */
