@@ -1,25 +1,28 @@
 /**
  * `npm run bench`: the project against a baseline of the original design (bench/baseline/), side
- * by side on this machine. Both run as child processes, as a user would start them, on a queue of
- * their own; the load comes from autocannon over loopback.
+ * by side on this machine. Both run as child processes, started the same way (BENCH_RUNNER: `bundle`
+ * as the Docker image runs them, the default, or `tsx` as `npm start` does), each on a queue of its
+ * own; the HTTP load comes from wrk over loopback (autocannon if wrk is not installed).
  *
  * Measured alternately (project, baseline, then baseline, project, ...) so that drift in the
  * machine's load hits both alike; each ratio is taken within a round, and we report medians.
  *
- * Knobs: BENCH_ROUNDS (3), BENCH_DURATION (10 s per HTTP run), BENCH_WARMUP (3 s),
+ * Knobs: BENCH_RUNNER (bundle), BENCH_ROUNDS (3), BENCH_DURATION (10 s per HTTP run), BENCH_WARMUP (3 s),
  * BENCH_DRAIN_MESSAGES (20000), BENCH_SKIP (comma list of: orders, drain, scaling).
  * Quick look: BENCH_ROUNDS=1 BENCH_DURATION=4 BENCH_DRAIN_MESSAGES=5000 npm run bench
  */
-import autocannon from "autocannon"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, loadavg, totalmem } from "node:os"
 import { commandQueueArguments, deadLetterQueueOf } from "../src/messaging/CommandTopology"
+import { chooseLoad, type LoadResult } from "./load"
 import {
   type Broker,
   connectBroker,
   freePort,
   median,
+  prepareRunner,
   ROOT,
+  type Runner,
   type Service,
   startService,
   stopAll,
@@ -38,6 +41,9 @@ const DURATION_S = envInt("BENCH_DURATION", 10)
 const WARMUP_S = envInt("BENCH_WARMUP", 3)
 const DRAIN_MESSAGES = envInt("BENCH_DRAIN_MESSAGES", 20_000)
 const SKIP = new Set((process.env.BENCH_SKIP ?? "").split(",").map((s) => s.trim()))
+const RUNNER = process.env.BENCH_RUNNER ?? "bundle"
+if (RUNNER !== "bundle" && RUNNER !== "tsx") throw new Error("BENCH_RUNNER must be bundle or tsx")
+const load = chooseLoad()
 const CONNECTIONS = 50
 const DRAIN_PREFETCHES = [1, 100, 1000] as const
 const SCALING_PREFETCHES = [1, 50, 100, 200] as const
@@ -66,42 +72,22 @@ const SYSTEMS = {
 const orderOfRound = (round: number): ReadonlyArray<System> =>
   round % 2 === 1 ? ["project", "baseline"] : ["baseline", "project"]
 
-interface OrdersRun {
-  readonly requestsPerSecond: number
-  readonly p50Ms: number
-  readonly p99Ms: number
-  readonly errors: number
-  readonly requests: number
+interface OrdersRun extends LoadResult {
   readonly peakRssMb: number
 }
 
-const measureOrders = async (broker: Broker, system: System): Promise<OrdersRun> => {
+const measureOrders = async (broker: Broker, runner: Runner, system: System): Promise<OrdersRun> => {
   const queue = uniqueQueue(`${system}.orders`)
   broker.track(queue)
   broker.track(deadLetterQueueOf(queue))
   const port = await freePort()
-  const service = startService(SYSTEMS[system].order, { PORT: String(port), COMMAND_QUEUE: queue })
+  const service = startService(runner, SYSTEMS[system].order, { PORT: String(port), COMMAND_QUEUE: queue })
   try {
     await SYSTEMS[system].waitUntilReady(service, port)
-    const load = (duration: number) =>
-      autocannon({
-        url: `http://127.0.0.1:${port}/orders`,
-        connections: CONNECTIONS,
-        duration,
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ userId: 42 })
-      })
-    await load(WARMUP_S)
-    const result = await load(DURATION_S)
-    return {
-      requestsPerSecond: result.requests.average,
-      p50Ms: result.latency.p50,
-      p99Ms: result.latency.p99,
-      errors: result.errors + result.timeouts + result.non2xx,
-      requests: result.requests.total,
-      peakRssMb: service.peakRssMb()
-    }
+    const url = `http://127.0.0.1:${port}/orders`
+    await load.postOrders(url, { connections: CONNECTIONS, durationS: WARMUP_S })
+    const result = await load.postOrders(url, { connections: CONNECTIONS, durationS: DURATION_S })
+    return { ...result, peakRssMb: service.peakRssMb() }
   } finally {
     await service.stop()
     await broker.deleteQueue(queue)
@@ -123,6 +109,7 @@ interface DrainRun {
  */
 const measureDrain = async (
   broker: Broker,
+  runner: Runner,
   system: System,
   options: { readonly prefetch: number; readonly messages: number; readonly sendDelayMs: number }
 ): Promise<DrainRun> => {
@@ -137,7 +124,7 @@ const measureDrain = async (
   let last = 0
   let resolveDone: () => void = () => undefined
   const done = new Promise<void>((resolve) => (resolveDone = resolve))
-  const service = startService(SYSTEMS[system].consumer, {
+  const service = startService(runner, SYSTEMS[system].consumer, {
     COMMAND_QUEUE: queue,
     NOTIFICATION_PREFETCH: String(prefetch),
     NOTIFICATION_SEND_DELAY_MS: String(sendDelayMs),
@@ -193,6 +180,7 @@ const printTable = (rows: ReadonlyArray<Row>) => {
 
 const main = async () => {
   const broker = await connectBroker()
+  const runner = await prepareRunner(RUNNER)
   const startedAt = new Date()
   const loadBefore = loadavg()
   const orders: Record<System, Array<OrdersRun>> = { project: [], baseline: [] }
@@ -200,16 +188,20 @@ const main = async () => {
   const scaling: Record<number, Array<DrainRun>> = {}
   const onSignal = () => {
     log("interrupted; stopping services and deleting queues")
-    void stopAll().then(() => broker.close()).finally(() => process.exit(130))
+    void stopAll().then(() => broker.close()).finally(() => {
+      runner.cleanUp()
+      process.exit(130)
+    })
   }
   process.once("SIGINT", onSignal)
   process.once("SIGTERM", onSignal)
   try {
+    log(`Services run by ${runner.name}; HTTP load from ${load.name}`)
     log(`RabbitMQ ${broker.version}; ${ROUNDS} round(s); load average ${loadBefore.map((l) => l.toFixed(2)).join(" ")}`)
     for (let round = 1; round <= ROUNDS; round++) {
       for (const system of orderOfRound(round)) {
         if (SKIP.has("orders")) break
-        const run = await measureOrders(broker, system)
+        const run = await measureOrders(broker, runner, system)
         orders[system].push(run)
         log(`round ${round} ${system} POST /orders: ${fmt(run.requestsPerSecond)} req/s, p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms, ${run.errors} errors, peak RSS ${fmt(run.peakRssMb)} MB`)
       }
@@ -218,14 +210,14 @@ const main = async () => {
         // Prefetch 1 is the slowest by far; fewer messages keep the run short.
         const messages = prefetch === 1 ? Math.ceil(DRAIN_MESSAGES / 4) : DRAIN_MESSAGES
         for (const system of orderOfRound(round)) {
-          const run = await measureDrain(broker, system, { prefetch, messages, sendDelayMs: 0 })
+          const run = await measureDrain(broker, runner, system, { prefetch, messages, sendDelayMs: 0 })
           ;(drain[system][prefetch] ??= []).push(run)
           log(`round ${round} ${system} drain prefetch ${prefetch}: ${fmt(run.commandsPerSecond)} commands/s (${run.leftAfterStop} left)`)
         }
       }
       for (const prefetch of SCALING_PREFETCHES) {
         if (SKIP.has("scaling")) break
-        const run = await measureDrain(broker, "project", { prefetch, messages: prefetch * SCALING_WAVES, sendDelayMs: 500 })
+        const run = await measureDrain(broker, runner, "project", { prefetch, messages: prefetch * SCALING_WAVES, sendDelayMs: 500 })
         ;(scaling[prefetch] ??= []).push(run)
         log(`round ${round} project 500 ms send, prefetch ${prefetch}: ${fmt(run.commandsPerSecond, 1)} commands/s`)
       }
@@ -233,6 +225,7 @@ const main = async () => {
   } finally {
     await stopAll()
     await broker.close()
+    runner.cleanUp()
   }
 
   // Medians of each side, and the median of the round-by-round ratios.
@@ -297,13 +290,14 @@ const main = async () => {
   console.log()
   printTable(rows)
   if (leftovers.length > 0) console.log(`\nWARNING: ${leftovers.length} drain run(s) left messages in the queue after the consumer stopped`)
-  console.log(`\n${cpus().length} cores (${cpus()[0]?.model}), ${fmt(totalmem() / 2 ** 30)} GiB, Node ${process.version}, RabbitMQ ${broker.version}; ${ROUNDS} round(s), ${DURATION_S} s per HTTP run; load average before ${loadBefore.map((l) => l.toFixed(2)).join(" ")}, after ${loadAfter.map((l) => l.toFixed(2)).join(" ")}`)
+  console.log(`\nServices run by ${runner.name}; HTTP load from ${load.name}.`)
+  console.log(`${cpus().length} cores (${cpus()[0]?.model}), ${fmt(totalmem() / 2 ** 30)} GiB, Node ${process.version}, RabbitMQ ${broker.version}; ${ROUNDS} round(s), ${DURATION_S} s per HTTP run; load average before ${loadBefore.map((l) => l.toFixed(2)).join(" ")}, after ${loadAfter.map((l) => l.toFixed(2)).join(" ")}`)
 
   const results = {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     machine: { cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: totalmem() / 2 ** 30, node: process.version, rabbitmq: broker.version, loadBefore, loadAfter },
-    config: { rounds: ROUNDS, durationSeconds: DURATION_S, warmupSeconds: WARMUP_S, connections: CONNECTIONS, drainMessages: DRAIN_MESSAGES },
+    config: { runner: runner.name, load: load.name, rounds: ROUNDS, durationSeconds: DURATION_S, warmupSeconds: WARMUP_S, connections: CONNECTIONS, drainMessages: DRAIN_MESSAGES },
     summary,
     table: rows,
     runs: { orders, drain, scaling }

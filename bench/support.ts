@@ -1,8 +1,11 @@
 import * as amqp from "amqplib"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { bundle, SERVICE_ENTRIES } from "../scripts/build"
 import { commandProperties } from "../src/messaging/SendNotificationCommand"
 import { uuidv7 } from "../src/domain/uuidv7"
 import type { SendNotificationCommand } from "../src/messaging/SendNotificationCommand"
@@ -44,12 +47,38 @@ export interface Service {
   readonly output: () => string
 }
 
+// ---------------------------------------------------------------------------------------------
+// Runners: how a TypeScript entry point is started, the same way for the project and the baseline.
+
+export interface Runner {
+  readonly name: string
+  /** `node`'s arguments that run `entry` (a path like src/order/main.ts). */
+  readonly nodeArguments: (entry: string) => ReadonlyArray<string>
+  readonly cleanUp: () => void
+}
+
+const BASELINE_ENTRIES = ["bench/baseline/order-service.ts", "bench/baseline/notification-service.ts"] as const
+
 /**
- * Starts a TypeScript entry point as a user would (`tsx`), but as `node --import tsx` so that the
- * pid is the service's own process, whose memory we read.
+ * `bundle`: both systems built as `npm run build` builds the services, and run by plain `node`, as
+ * the Docker image runs them. `tsx`: as `npm start` runs them, `node --import tsx <entry>` (not the
+ * tsx CLI, so that the pid is the service's own process, whose memory we read).
  */
-export const startService = (entry: string, env: Record<string, string>): Service => {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+export const prepareRunner = async (kind: "bundle" | "tsx"): Promise<Runner> => {
+  if (kind === "tsx") return { name: "tsx (as npm start)", nodeArguments: (entry) => ["--import", "tsx", entry], cleanUp: () => undefined }
+  const outdir = mkdtempSync(join(tmpdir(), "bench-build-"))
+  await bundle(SERVICE_ENTRIES, { outbase: "src", outdir: join(outdir, "src") })
+  await bundle(BASELINE_ENTRIES, { outbase: "bench/baseline", outdir: join(outdir, "bench/baseline") })
+  return {
+    name: "bundle (as npm run build, then node; as the Docker image)",
+    nodeArguments: (entry) => [join(outdir, entry.replace(/\.ts$/, ".mjs"))],
+    cleanUp: () => rmSync(outdir, { recursive: true, force: true })
+  }
+}
+
+/** Starts a service's entry point with `runner`; its output is watched line by line. */
+export const startService = (runner: Runner, entry: string, env: Record<string, string>): Service => {
+  const child = spawn(process.execPath, runner.nodeArguments(entry), {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]
