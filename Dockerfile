@@ -1,18 +1,23 @@
-# One image for both services; docker-compose.yml picks the entry point. No build step: tsx runs
-# the TypeScript sources, as `npm start` does.
-FROM node:lts-slim
+# One image for both services; docker-compose.yml picks the entry point.
+#
+# Two stages: the first installs everything and bundles each service (`npm run build`); the image
+# runs those bundles with plain node and carries no node_modules. Measured under `npm run bench`,
+# a bundle run this way needs about half the memory of the same code under tsx (README,
+# Performance). `npm start` on a host still runs the sources with tsx, with no build step.
+FROM node:lts-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY scripts ./scripts
+COPY src ./src
+RUN npm run build
 
+FROM node:lts-slim
 WORKDIR /app
 ENV NODE_ENV=production
-
-# Dependencies first, so a source change reuses this layer. tsx is a runtime dependency.
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
-
-COPY tsconfig.json ./
-COPY src ./src
-
+COPY --from=build /app/dist ./dist
 USER node
 # Node itself is PID 1 (no npm or npx in between), so SIGTERM reaches the service's graceful shutdown.
-ENTRYPOINT ["node", "--import", "tsx"]
-CMD ["src/main.ts"]
+ENTRYPOINT ["node"]
+CMD ["dist/main.mjs"]

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
 import { parse } from "yaml"
+import { SERVICE_ENTRIES } from "../../scripts/build"
 
 /**
  * No Docker engine runs here, so the compose file is checked for what it promises rather than run:
@@ -34,6 +35,11 @@ const environmentOf = (s: Service): Record<string, string> =>
 
 const commandText = (command: Service["command"]) => (Array.isArray(command) ? command.join(" ") : command ?? "")
 
+const services = [
+  { name: "order-service", entry: "dist/order/main.mjs", portVariable: "PORT", port: "3000" },
+  { name: "notification-service", entry: "dist/notification/main.mjs", portVariable: "NOTIFICATION_HEALTH_PORT", port: "3001" }
+] as const
+
 describe("docker-compose.yml", () => {
   it("runs RabbitMQ 4 with the management UI, 5672 and 15672 published as themselves, and a healthcheck", () => {
     const rabbitmq = service("rabbitmq")
@@ -53,10 +59,6 @@ describe("docker-compose.yml", () => {
     expect(commandText(jaeger.command)).toContain("receivers.otlp.protocols.http.endpoint=0.0.0.0:4318")
   })
 
-  const services = [
-    { name: "order-service", entry: "src/order/main.ts", portVariable: "PORT", port: "3000" },
-    { name: "notification-service", entry: "src/notification/main.ts", portVariable: "NOTIFICATION_HEALTH_PORT", port: "3001" }
-  ] as const
 
   for (const { entry, name, port, portVariable } of services) {
     it(`builds ${name} from the Dockerfile and starts it once the broker is healthy`, () => {
@@ -86,12 +88,22 @@ describe("docker-compose.yml", () => {
 })
 
 describe("Dockerfile", () => {
-  it("builds on the current Node LTS, installs from the lockfile and runs the sources with tsx", () => {
-    expect(dockerfile).toMatch(/^FROM node:lts(-[\w-]+)?$/m)
+  it("builds on the current Node LTS from the lockfile, and runs `npm run build`'s bundles with plain node", () => {
+    expect(dockerfile).toMatch(/^FROM node:lts(-[\w-]+)? AS build$/m)
     expect(dockerfile).toMatch(/^RUN npm ci\b/m)
     expect(dockerfile).toMatch(/^COPY package\.json package-lock\.json/m)
-    expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "--import", "tsx"\]$/m)
+    expect(dockerfile).toMatch(/^RUN npm run build$/m)
+    // The image itself: the bundles only, node as PID 1, not root.
+    expect(dockerfile).toMatch(/^FROM node:lts(-[\w-]+)?$/m)
+    expect(dockerfile).toMatch(/^COPY --from=build \/app\/dist \.\/dist$/m)
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["node"\]$/m)
+    expect(dockerfile).toMatch(/^CMD \["dist\/main\.mjs"\]$/m)
     expect(dockerfile).toMatch(/^USER node$/m)
+  })
+
+  it("bundles, in `npm run build`, exactly the entry points the image and compose file run", () => {
+    const entries = SERVICE_ENTRIES.map((entry) => entry.replace(/^src\//, "dist/").replace(/\.ts$/, ".mjs"))
+    expect(entries).toEqual(["dist/main.mjs", ...services.map(({ entry }) => entry)])
   })
 
   it("keeps the host's node_modules and the repository's history out of the build context", () => {
