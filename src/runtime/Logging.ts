@@ -1,4 +1,4 @@
-import { Cause, Config, Effect, FiberId, HashMap, Inspectable, Layer, List, Logger, LogLevel } from "effect"
+import { Cause, Config, Effect, FiberId, Inspectable, Layer, List, Logger, LogLevel } from "effect"
 import { inspect } from "node:util"
 import * as Env from "../config/Env"
 
@@ -52,25 +52,40 @@ process.on("exit", flushOutput)
 // prints (which can only write through `console`), line for line.
 
 const useColors = process.stdout.isTTY === true
-const color = (text: string, ...codes: ReadonlyArray<string>) =>
-  useColors ? `${codes.map((code) => `\x1b[${code}m`).join("")}${text}\x1b[0m` : text
-const BOLD = "1"
-const WHITE = "37"
-const CYAN = "36"
-const levelColors: Partial<Record<LogLevel.LogLevel["_tag"], ReadonlyArray<string>>> = {
-  Trace: ["90"],
-  Debug: ["34"],
-  Info: ["32"],
-  Warning: ["33"],
-  Error: ["31"],
-  Fatal: ["101", "30"]
+const style = (...codes: ReadonlyArray<string>) => {
+  const start = codes.map((code) => `\x1b[${code}m`).join("")
+  return useColors ? (text: string) => `${start}${text}\x1b[0m` : (text: string) => text
+}
+const timeStyle = style("37")
+const messageStyle = style("1", "36")
+const keyStyle = style("1", "37")
+const levelLabels: Record<LogLevel.LogLevel["_tag"], string> = {
+  All: LogLevel.All.label,
+  Trace: style("90")(LogLevel.Trace.label),
+  Debug: style("34")(LogLevel.Debug.label),
+  Info: style("32")(LogLevel.Info.label),
+  Warning: style("33")(LogLevel.Warning.label),
+  Error: style("31")(LogLevel.Error.label),
+  Fatal: style("101", "30")(LogLevel.Fatal.label),
+  None: LogLevel.None.label
 }
 
+// Lines come by the thousand per second, so the "HH:MM:SS." of the last line is kept for the next.
+let secondStartedAt = 0
+let secondLabel = ""
+const clockTime = (date: Date) => {
+  const millis = date.getTime()
+  if (millis - secondStartedAt >= 1000 || millis < secondStartedAt) {
+    secondStartedAt = millis - date.getMilliseconds()
+    secondLabel = `${twoDigits(date.getHours())}:${twoDigits(date.getMinutes())}:${twoDigits(date.getSeconds())}.`
+  }
+  const sub = millis - secondStartedAt
+  return secondLabel + (sub < 10 ? `00${sub}` : sub < 100 ? `0${sub}` : `${sub}`)
+}
 const twoDigits = (n: number) => (n < 10 ? `0${n}` : `${n}`)
-const clockTime = (date: Date) =>
-  `${twoDigits(date.getHours())}:${twoDigits(date.getMinutes())}:${twoDigits(date.getSeconds())}.${
-    String(date.getMilliseconds()).padStart(3, "0")
-  }`
+
+// `FiberId.threadName` builds a set of ids to print the one id a running fiber has.
+const fiberName = (fiberId: FiberId.FiberId) => (fiberId._tag === "Runtime" ? `#${fiberId.id}` : FiberId.threadName(fiberId))
 
 /** As `console.log` shows a value: strings as they are, anything else inspected. */
 const show = (value: unknown) => (typeof value === "string" ? value : inspect(value, { colors: useColors }))
@@ -84,9 +99,7 @@ const indented = (text: string) => "  " + text.replaceAll("\n", "\n  ")
 
 const prettyLine = ({ annotations, cause, date, fiberId, logLevel, message, spans }: Logger.Logger.Options<unknown>) => {
   const parts = Array.isArray(message) ? message : [message]
-  let line = `${color(`[${clockTime(date)}]`, WHITE)} ${color(logLevel.label, ...(levelColors[logLevel._tag] ?? []))} (${
-    FiberId.threadName(fiberId)
-  })`
+  let line = `${timeStyle(`[${clockTime(date)}]`)} ${levelLabels[logLevel._tag]} (${fiberName(fiberId)})`
   if (List.isCons(spans)) {
     const now = date.getTime()
     for (const span of spans) line += ` ${span.label.replace(/[\s="]/g, "_")}=${now - span.startTime}ms`
@@ -95,16 +108,12 @@ const prettyLine = ({ annotations, cause, date, fiberId, logLevel, message, span
   let next = 0
   const first = parts.length > 0 ? structured(parts[0]) : undefined
   if (typeof first === "string") {
-    line += " " + color(first, BOLD, CYAN)
+    line += " " + messageStyle(first)
     next = 1
   }
   if (!Cause.isEmpty(cause)) line += "\n" + indented(Cause.pretty(cause, { renderErrorCause: true }))
   for (; next < parts.length; next++) line += "\n" + indented(show(Inspectable.redact(parts[next])))
-  if (HashMap.size(annotations) > 0) {
-    for (const [key, value] of annotations) {
-      line += "\n" + indented(`${color(`${key}:`, BOLD, WHITE)} ${show(Inspectable.redact(value))}`)
-    }
-  }
+  for (const [key, value] of annotations) line += "\n" + indented(`${keyStyle(`${key}:`)} ${show(Inspectable.redact(value))}`)
   return line
 }
 
