@@ -283,13 +283,17 @@ const main = async () => {
       })
     }
   }
-  const leftovers = [...Object.values(drain.project), ...Object.values(drain.baseline), ...Object.values(scaling)]
-    .flat()
-    .filter((run) => run.leftAfterStop !== 0)
+  // Messages left in a queue after its consumer stopped were delivered but never acked.
+  const leftBy = (system: System, runs: ReadonlyArray<DrainRun>) =>
+    runs.filter((run) => run.leftAfterStop !== 0).map((run) => `${system} left ${run.leftAfterStop} of ${run.messages}`)
+  const leftovers = [
+    ...leftBy("project", [...Object.values(drain.project), ...Object.values(scaling)].flat()),
+    ...leftBy("baseline", Object.values(drain.baseline).flat())
+  ]
   const loadAfter = loadavg()
   console.log()
   printTable(rows)
-  if (leftovers.length > 0) console.log(`\nWARNING: ${leftovers.length} drain run(s) left messages in the queue after the consumer stopped`)
+  if (leftovers.length > 0) console.log(`\nWARNING: drain runs left unacked messages in the queue after the consumer stopped: ${leftovers.join("; ")}`)
   console.log(`\nServices run by ${runner.name}; HTTP load from ${load.name}.`)
   console.log(`${cpus().length} cores (${cpus()[0]?.model}), ${fmt(totalmem() / 2 ** 30)} GiB, Node ${process.version}, RabbitMQ ${broker.version}; ${ROUNDS} round(s), ${DURATION_S} s per HTTP run; load average before ${loadBefore.map((l) => l.toFixed(2)).join(" ")}, after ${loadAfter.map((l) => l.toFixed(2)).join(" ")}`)
 
