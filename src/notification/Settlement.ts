@@ -27,6 +27,7 @@ export const deliveryAttempt = (message: amqp.Message): number => {
   return 1 + Math.max(count(headers["x-delivery-count"]), count(headers["x-acquired-count"]))
 }
 
+/** A count header's value: 0 unless it is a positive number. */
 const count = (header: unknown) => {
   const value = Number(header ?? 0)
   return Number.isFinite(value) && value > 0 ? value : 0
