@@ -43,8 +43,33 @@ export const commandProperties = (
   appId
 })
 
-/** Decodes a message body; the failure is one line naming every field at fault. */
-export const decodeCommand = (body: Buffer): Either.Either<SendNotificationCommand, string> =>
-  decodeJson(body.toString("utf8")).pipe(
+/** The command's fields alone: the same field schemas, without the class around them. */
+const decodeFields = Schema.decodeUnknownEither(Schema.Struct(SendNotificationCommand.fields), { errors: "all" })
+
+/**
+ * Decodes a message body; the failure is one line naming every field at fault.
+ *
+ * A valid body takes the short way: `JSON.parse`, the fields decoded by their schemas, and the
+ * class built from them without checking them twice. The whole `parseJson(SendNotificationCommand)`
+ * decoder gives the same result but was about a quarter of the consumer's CPU when draining a
+ * backlog; it still runs for a body that fails, so that every failure reads as it always has.
+ */
+export const decodeCommand = (body: Buffer): Either.Either<SendNotificationCommand, string> => {
+  const text = body.toString("utf8")
+  const fields = parseJsonOrUndefined(text)
+  if (fields !== undefined) {
+    const decoded = decodeFields(fields)
+    if (Either.isRight(decoded)) return Either.right(new SendNotificationCommand(decoded.right, true))
+  }
+  return decodeJson(text).pipe(
     Either.mapLeft((error) => describeIssues(ParseResult.ArrayFormatter.formatErrorSync(error)))
   )
+}
+
+const parseJsonOrUndefined = (text: string): unknown => {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}

@@ -44,8 +44,10 @@ describe("SendNotificationCommand", () => {
     }
   })
 
-  it("round-trips through the wire format", () => {
-    expect(decodeCommand(encodeCommand(command))).toEqual(Either.right(command))
+  it("round-trips through the wire format, to an instance of the class", () => {
+    const decoded = decodeCommand(encodeCommand(command))
+    expect(decoded).toEqual(Either.right(command))
+    expect(Either.getOrThrow(decoded)).toBeInstanceOf(SendNotificationCommand)
   })
 
   it("carries the contract's properties", () => {
