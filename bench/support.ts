@@ -60,18 +60,38 @@ export interface Runner {
 const BASELINE_ENTRIES = ["bench/baseline/order-service.ts", "bench/baseline/notification-service.ts"] as const
 
 /**
+ * The node options the project's npm scripts start it with (its GC flags): `npm start`'s for tsx,
+ * `npm run start:built`'s for the bundle. The baseline runs with none, as the original did.
+ */
+export const projectNodeOptions = (script: "start" | "start:built"): ReadonlyArray<string> => {
+  const { scripts } = JSON.parse(readFileSync(`${ROOT}package.json`, "utf8")) as { scripts: Record<string, string> }
+  const words = scripts[script]!.split(/\s+/)
+  return words.slice(words.indexOf("node") + 1).filter((word) => /^--[\w-]+=/.test(word))
+}
+
+const optionsFor = (entry: string, script: "start" | "start:built") =>
+  entry.startsWith("src/") ? projectNodeOptions(script) : []
+
+/**
  * `bundle`: both systems built as `npm run build` builds the services, and run by plain `node`, as
- * the Docker image runs them. `tsx`: as `npm start` runs them, `node --import tsx <entry>` (not the
- * tsx CLI, so that the pid is the service's own process, whose memory we read).
+ * `npm run start:built` and the Docker image run them. `tsx`: as `npm start` runs them, with
+ * `node --import tsx <entry>` (not the tsx CLI, so that the pid is the service's own process,
+ * whose memory we read).
  */
 export const prepareRunner = async (kind: "bundle" | "tsx"): Promise<Runner> => {
-  if (kind === "tsx") return { name: "tsx (as npm start)", nodeArguments: (entry) => ["--import", "tsx", entry], cleanUp: () => undefined }
+  if (kind === "tsx") {
+    return {
+      name: "tsx (as npm start)",
+      nodeArguments: (entry) => [...optionsFor(entry, "start"), "--import", "tsx", entry],
+      cleanUp: () => undefined
+    }
+  }
   const outdir = mkdtempSync(join(tmpdir(), "bench-build-"))
   await bundle(SERVICE_ENTRIES, { outbase: "src", outdir: join(outdir, "src") })
   await bundle(BASELINE_ENTRIES, { outbase: "bench/baseline", outdir: join(outdir, "bench/baseline") })
   return {
-    name: "bundle (as npm run build, then node; as the Docker image)",
-    nodeArguments: (entry) => [join(outdir, entry.replace(/\.ts$/, ".mjs"))],
+    name: "bundle (as npm run build, then npm run start:built; as the Docker image)",
+    nodeArguments: (entry) => [...optionsFor(entry, "start:built"), join(outdir, entry.replace(/\.ts$/, ".mjs"))],
     cleanUp: () => rmSync(outdir, { recursive: true, force: true })
   }
 }

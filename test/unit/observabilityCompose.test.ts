@@ -96,9 +96,20 @@ describe("Dockerfile", () => {
     // The image itself: the bundles only, node as PID 1, not root.
     expect(dockerfile).toMatch(/^FROM node:lts(-[\w-]+)?$/m)
     expect(dockerfile).toMatch(/^COPY --from=build \/app\/dist \.\/dist$/m)
-    expect(dockerfile).toMatch(/^ENTRYPOINT \["node"\]$/m)
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["node"(, "--[\w-]+=\w+")*\]$/m)
     expect(dockerfile).toMatch(/^CMD \["dist\/main\.mjs"\]$/m)
     expect(dockerfile).toMatch(/^USER node$/m)
+  })
+
+  it("starts node with the GC flags every npm start script uses", () => {
+    const { scripts } = JSON.parse(readFileSync("package.json", "utf8")) as { scripts: Record<string, string> }
+    const flagsOf = (script: string) => script.match(/ --[\w-]+=\w+/g)?.map((flag) => flag.trim()) ?? []
+    const entrypoint = JSON.parse(/^ENTRYPOINT (.*)$/m.exec(dockerfile)![1]!) as Array<string>
+    const imageFlags = entrypoint.slice(1)
+    expect(imageFlags).toContain("--max-semi-space-size=8")
+    for (const name of ["start", "start:order", "start:notification", "start:built"]) {
+      expect(flagsOf(scripts[name]!), name).toEqual(imageFlags)
+    }
   })
 
   it("bundles, in `npm run build`, exactly the entry points the image and compose file run", () => {
