@@ -19,6 +19,6 @@ ENV NODE_ENV=production
 COPY --from=build /app/dist ./dist
 USER node
 # Node itself is PID 1 (no npm or npx in between), so SIGTERM reaches the service's graceful shutdown.
-# The GC flags are the npm scripts' (see "Memory" in the README's Performance section).
-ENTRYPOINT ["node", "--max-semi-space-size=8", "--heap-growing-percent=50"]
-CMD ["dist/main.mjs"]
+# The order service's GC flags are its npm scripts' (README, Performance); compose sets each command.
+ENTRYPOINT ["node"]
+CMD ["--max-semi-space-size=8", "--heap-growing-percent=50", "dist/main.mjs"]

@@ -60,17 +60,15 @@ export interface Runner {
 const BASELINE_ENTRIES = ["bench/baseline/order-service.ts", "bench/baseline/notification-service.ts"] as const
 
 /**
- * The node options the project's npm scripts start it with (its GC flags): `npm start`'s for tsx,
- * `npm run start:built`'s for the bundle. The baseline runs with none, as the original did.
+ * The node options (GC flags) the project's npm script for `entry`'s service starts it with, as
+ * the Docker image does too; the baseline runs with none, as the original did.
  */
-export const projectNodeOptions = (script: "start" | "start:built"): ReadonlyArray<string> => {
+export const nodeOptionsFor = (entry: string): ReadonlyArray<string> => {
+  const script = { "src/order/main.ts": "start:order", "src/notification/main.ts": "start:notification" }[entry]
+  if (script === undefined) return []
   const { scripts } = JSON.parse(readFileSync(`${ROOT}package.json`, "utf8")) as { scripts: Record<string, string> }
-  const words = scripts[script]!.split(/\s+/)
-  return words.slice(words.indexOf("node") + 1).filter((word) => /^--[\w-]+=/.test(word))
+  return scripts[script]!.split(/\s+/).filter((word) => /^--[\w-]+=/.test(word))
 }
-
-const optionsFor = (entry: string, script: "start" | "start:built") =>
-  entry.startsWith("src/") ? projectNodeOptions(script) : []
 
 /**
  * `bundle`: both systems built as `npm run build` builds the services, and run by plain `node`, as
@@ -82,7 +80,7 @@ export const prepareRunner = async (kind: "bundle" | "tsx"): Promise<Runner> => 
   if (kind === "tsx") {
     return {
       name: "tsx (as npm start)",
-      nodeArguments: (entry) => [...optionsFor(entry, "start"), "--import", "tsx", entry],
+      nodeArguments: (entry) => [...nodeOptionsFor(entry), "--import", "tsx", entry],
       cleanUp: () => undefined
     }
   }
@@ -90,8 +88,8 @@ export const prepareRunner = async (kind: "bundle" | "tsx"): Promise<Runner> => 
   await bundle(SERVICE_ENTRIES, { outbase: "src", outdir: join(outdir, "src") })
   await bundle(BASELINE_ENTRIES, { outbase: "bench/baseline", outdir: join(outdir, "bench/baseline") })
   return {
-    name: "bundle (as npm run build, then npm run start:built; as the Docker image)",
-    nodeArguments: (entry) => [...optionsFor(entry, "start:built"), join(outdir, entry.replace(/\.ts$/, ".mjs"))],
+    name: "bundle (as npm run build, then node; as the Docker image)",
+    nodeArguments: (entry) => [...nodeOptionsFor(entry), join(outdir, entry.replace(/\.ts$/, ".mjs"))],
     cleanUp: () => rmSync(outdir, { recursive: true, force: true })
   }
 }
