@@ -66,9 +66,10 @@ const BASELINE_ENTRIES = ["bench/baseline/order-service.ts", "bench/baseline/not
 export const nodeOptionsFor = (entry: string): ReadonlyArray<string> => {
   const script = { "src/order/main.ts": "start:order", "src/notification/main.ts": "start:notification" }[entry]
   if (script === undefined) return []
-  const { scripts } = JSON.parse(readFileSync(`${ROOT}package.json`, "utf8")) as { scripts: Record<string, string> }
-  return scripts[script]!.split(/\s+/).filter((word) => /^--[\w-]+=/.test(word))
+  return npmScripts[script]!.split(/\s+/).filter((word) => /^--[\w-]+=/.test(word))
 }
+
+const npmScripts = (JSON.parse(readFileSync(`${ROOT}package.json`, "utf8")) as { scripts: Record<string, string> }).scripts
 
 /**
  * `bundle`: both systems built as `npm run build` builds the services, and run by plain `node`, as

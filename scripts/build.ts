@@ -11,6 +11,9 @@ import { build } from "esbuild"
 
 export const SERVICE_ENTRIES = ["src/main.ts", "src/order/main.ts", "src/notification/main.ts"] as const
 
+/** Where `npm run build` puts the bundle of a service entry point: src/x/main.ts → dist/x/main.mjs. */
+export const bundledEntry = (entry: string) => entry.replace(/^src\//, "dist/").replace(/\.ts$/, ".mjs")
+
 /** Bundles `entryPoints` (paths relative to `outbase`, kept under `outdir`) as `.mjs` files. */
 export const bundle = (entryPoints: ReadonlyArray<string>, options: { readonly outbase: string; readonly outdir: string }) =>
   build({
@@ -30,5 +33,5 @@ export const bundle = (entryPoints: ReadonlyArray<string>, options: { readonly o
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   await bundle(SERVICE_ENTRIES, { outbase: "src", outdir: "dist" })
-  console.log(`Built ${SERVICE_ENTRIES.map((entry) => entry.replace(/^src\//, "dist/").replace(/\.ts$/, ".mjs")).join(", ")}`)
+  console.log(`Built ${SERVICE_ENTRIES.map(bundledEntry).join(", ")}`)
 }

@@ -5,7 +5,7 @@ import { AmqpConnection, closeQuietly, openChannel } from "../messaging/AmqpConn
 import { declareCommandTopology } from "../messaging/CommandTopology"
 import { decodeCommand } from "../messaging/SendNotificationCommand"
 import { observeDelivery } from "../observability/Metrics"
-import { withConsumeSpan } from "../observability/TraceContext"
+import { tracingEnabled, withConsumeSpan } from "../observability/TraceContext"
 import { atMost } from "../runtime/atMost"
 import { describeCause } from "../runtime/describe"
 import { type AckCoalescer, makeAckCoalescer } from "./AckCoalescer"
@@ -106,9 +106,7 @@ const make = Effect.gen(function*() {
   const subscribed = yield* Ref.make(false)
   const { commandQueue, shutdownTimeout } = yield* SharedConfig
   const { maxAttempts, prefetch } = yield* NotificationConfig
-  // Decided once, as the tracer is: with tracing off, a span per delivery would be a no-op that
-  // still costs about 7 µs.
-  const tracing = yield* FiberRef.get(FiberRef.currentTracerEnabled)
+  const tracing = yield* tracingEnabled
 
   const handle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message) => {
     const processed = processDelivery(message, maxAttempts).pipe(

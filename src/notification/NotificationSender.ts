@@ -1,5 +1,6 @@
-import { Data, Duration, Effect, FiberRef, Random } from "effect"
+import { Data, Duration, Effect, Random } from "effect"
 import type { SendNotificationCommand } from "../messaging/SendNotificationCommand"
+import { tracingEnabled } from "../observability/TraceContext"
 import { NotificationConfig } from "./NotificationConfig"
 
 /** A send that failed and may succeed if tried again. */
@@ -31,9 +32,7 @@ export class NotificationSender extends Effect.Service<NotificationSender>()("no
         Effect.zipRight(simulatedWork),
         Effect.zipRight(simulatedOutcome(command))
       )
-    // Decided once, as the tracer is: with tracing off the span would be a no-op that still costs
-    // about 5 µs a send, a fifth of a whole delivery when draining a backlog.
-    if (!(yield* FiberRef.get(FiberRef.currentTracerEnabled))) return { send } as const
+    if (!(yield* tracingEnabled)) return { send } as const
     return {
       send: (command: SendNotificationCommand) =>
         send(command).pipe(Effect.withSpan("NotificationSender.send", {

@@ -1,9 +1,9 @@
 import type * as amqp from "amqplib"
-import { Context, Deferred, Duration, Effect, FiberRef, Layer } from "effect"
+import { Context, Deferred, Duration, Effect, Layer } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
 import { AmqpConnection, closeQuietly, openChannel } from "../messaging/AmqpConnection"
 import { declareCommandTopology } from "../messaging/CommandTopology"
-import { currentTraceHeaders } from "../observability/TraceContext"
+import { currentTraceHeaders, tracingEnabled } from "../observability/TraceContext"
 import { commandProperties, encodeCommand, type SendNotificationCommand } from "../messaging/SendNotificationCommand"
 import { BrokerUnavailable } from "./Errors"
 import { OrderConfig } from "./OrderConfig"
@@ -118,8 +118,7 @@ const make = Effect.gen(function*() {
       })
     )
 
-  // Decided once: with tracing off (the usual case) a span per publish is pure cost.
-  const tracing = yield* FiberRef.get(FiberRef.currentTracerEnabled)
+  const tracing = yield* tracingEnabled
 
   return CommandPublisher.of({
     publish: tracing ? publishTraced : publishConfirmed,

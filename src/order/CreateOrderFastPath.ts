@@ -1,7 +1,8 @@
 import { HttpServerError } from "@effect/platform"
-import { Cause, Effect, Either, Exit, FiberRef, Option, ParseResult, Runtime, Schema } from "effect"
+import { Cause, Effect, Either, Exit, Option, ParseResult, Runtime, Schema } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Order } from "../domain/Order"
+import { tracingEnabled } from "../observability/TraceContext"
 import type { FastRoute } from "../runtime/GracefulHttpServer"
 import {
   decodeFailure,
@@ -35,7 +36,7 @@ import { Orders } from "./Orders"
  * tracing on, `POST /orders` goes through the `HttpApi` route and its traced pipeline.
  */
 export const CreateOrderFastPath: Effect.Effect<Option.Option<FastRoute>, never, Orders> = Effect.gen(function*() {
-  if (yield* FiberRef.get(FiberRef.currentTracerEnabled)) return Option.none()
+  if (yield* tracingEnabled) return Option.none()
   const orders = yield* Orders
   // Every request's fiber starts from the service's runtime: its logger, its FiberRefs.
   const runtime = yield* Effect.runtime<never>()

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
 import { parse } from "yaml"
-import { SERVICE_ENTRIES } from "../../scripts/build"
+import { bundledEntry, SERVICE_ENTRIES } from "../../scripts/build"
 
 /**
  * No Docker engine runs here, so the compose file is checked for what it promises rather than run:
@@ -118,8 +118,7 @@ describe("Dockerfile", () => {
   })
 
   it("bundles, in `npm run build`, exactly the entry points the image and compose file run", () => {
-    const entries = SERVICE_ENTRIES.map((entry) => entry.replace(/^src\//, "dist/").replace(/\.ts$/, ".mjs"))
-    expect(entries).toEqual(["dist/main.mjs", ...services.map(({ entry }) => entry)])
+    expect(SERVICE_ENTRIES.map(bundledEntry)).toEqual(["dist/main.mjs", ...services.map(({ entry }) => entry)])
   })
 
   it("keeps the host's node_modules and the repository's history out of the build context", () => {
