@@ -66,7 +66,9 @@ const BASELINE_ENTRIES = ["bench/baseline/order-service.ts", "bench/baseline/not
 export const nodeOptionsFor = (entry: string): ReadonlyArray<string> => {
   const script = { "src/order/main.ts": "start:order", "src/notification/main.ts": "start:notification" }[entry]
   if (script === undefined) return []
-  return npmScripts[script]!.split(/\s+/).filter((word) => /^--[\w-]+=/.test(word))
+  // The words between `node` and `--import tsx`: `--flag` or `--flag=value`.
+  const words = npmScripts[script]!.split(/\s+/)
+  return words.slice(words.indexOf("node") + 1, words.indexOf("--import"))
 }
 
 const npmScripts = (JSON.parse(readFileSync(`${ROOT}package.json`, "utf8")) as { scripts: Record<string, string> }).scripts
