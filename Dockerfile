@@ -21,4 +21,4 @@ USER node
 # Node itself is PID 1 (no npm or npx in between), so SIGTERM reaches the service's graceful shutdown.
 # The order service's GC flags are its npm scripts' (README, Performance); compose sets each command.
 ENTRYPOINT ["node"]
-CMD ["--max-semi-space-size=8", "--heap-growing-percent=50", "dist/main.mjs"]
+CMD ["--single-threaded-gc", "--max-semi-space-size=8", "--heap-growing-percent=50", "dist/main.mjs"]
