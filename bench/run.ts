@@ -7,8 +7,8 @@
  * Measured alternately (project, baseline, then baseline, project, ...) so that drift in the
  * machine's load hits both alike; each ratio is taken within a round, and we report medians.
  *
- * Knobs: BENCH_RUNNER (bundle), BENCH_ROUNDS (3), BENCH_DURATION (10 s per HTTP run), BENCH_WARMUP (3 s),
- * BENCH_DRAIN_MESSAGES (20000), BENCH_SKIP (comma list of: orders, drain, scaling).
+ * Knobs: BENCH_RUNNER (bundle), BENCH_ROUNDS (5), BENCH_DURATION (10 s per HTTP run), BENCH_WARMUP (3 s),
+ * BENCH_DRAIN_MESSAGES (40000), BENCH_SKIP (comma list of: orders, drain, scaling).
  * Quick look: BENCH_ROUNDS=1 BENCH_DURATION=4 BENCH_DRAIN_MESSAGES=5000 npm run bench
  */
 import { mkdirSync, writeFileSync } from "node:fs"
@@ -36,10 +36,10 @@ const envInt = (name: string, fallback: number) => {
   return value
 }
 
-const ROUNDS = envInt("BENCH_ROUNDS", 3)
+const ROUNDS = envInt("BENCH_ROUNDS", 5)
 const DURATION_S = envInt("BENCH_DURATION", 10)
 const WARMUP_S = envInt("BENCH_WARMUP", 3)
-const DRAIN_MESSAGES = envInt("BENCH_DRAIN_MESSAGES", 20_000)
+const DRAIN_MESSAGES = envInt("BENCH_DRAIN_MESSAGES", 40_000)
 const SKIP = new Set((process.env.BENCH_SKIP ?? "").split(",").map((s) => s.trim()))
 const RUNNER = process.env.BENCH_RUNNER ?? "bundle"
 if (RUNNER !== "bundle" && RUNNER !== "tsx") throw new Error("BENCH_RUNNER must be bundle or tsx")
