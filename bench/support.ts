@@ -66,9 +66,11 @@ const BASELINE_ENTRIES = ["bench/baseline/order-service.ts", "bench/baseline/not
 export const nodeOptionsFor = (entry: string): ReadonlyArray<string> => {
   const script = { "src/order/main.ts": "start:order", "src/notification/main.ts": "start:notification" }[entry]
   if (script === undefined) return []
-  // The words between `node` and `--import tsx`: `--flag` or `--flag=value`.
+  // The script's node flags (`--flag` or `--flag=value`): the words after `node`, up to
+  // `--import tsx` or the entry point.
   const words = npmScripts[script]!.split(/\s+/)
-  return words.slice(words.indexOf("node") + 1, words.indexOf("--import"))
+  const afterNode = words.slice(words.indexOf("node") + 1)
+  return afterNode.slice(0, afterNode.findIndex((word) => !word.startsWith("--") || word === "--import"))
 }
 
 const npmScripts = (JSON.parse(readFileSync(`${ROOT}package.json`, "utf8")) as { scripts: Record<string, string> }).scripts

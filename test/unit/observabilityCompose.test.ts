@@ -106,7 +106,7 @@ describe("Dockerfile", () => {
     // Node's flags: `--flag` or `--flag=value`; `--import tsx` loads the TypeScript loader, not a flag we set.
     const flagsOf = (words: ReadonlyArray<string>) => words.filter((word) => /^--[\w-]+(=\S+)?$/.test(word) && word !== "--import")
     const scriptFlags = (name: string) => flagsOf(scripts[name]!.split(/\s+/))
-    // The order service trades some CPU for a smaller heap; the consumer keeps V8's defaults.
+    // The order service trades some CPU for a smaller heap and a shorter tail; the consumer keeps V8's defaults.
     expect(scriptFlags("start:order")).toEqual(["--single-threaded-gc", "--max-semi-space-size=8", "--heap-growing-percent=50"])
     expect(scriptFlags("start:notification")).toEqual([])
     // Both services in one process (npm start, the image's default) get the order service's.
