@@ -153,6 +153,8 @@ const make = Effect.gen(function*() {
             // Shutdown, or the broker cancelled us: stop deliveries, then let those in flight finish
             // and settle, within the shutdown budget.
             Effect.flatMap((count) => Effect.logInfo(`Stopped consuming ${commandQueue}; finishing ${count} in flight`)),
+            // Their acks then go out together at the end, as one frame (see AckCoalescer).
+            Effect.zipRight(Effect.sync(acks.holdUntilFlush)),
             Effect.zipRight(Effect.promise(() => channel.cancel(consumerTag).catch(() => undefined))),
             Effect.zipRight(FiberSet.awaitEmpty(inFlight)),
             atMost(shutdownTimeout),

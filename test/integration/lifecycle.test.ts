@@ -41,6 +41,29 @@ describe("services as processes", () => {
       expect(service.lines.some((line) => /redeliver/.test(line))).toBe(false)
     }), 60_000)
 
+  it.scopedLive("on SIGTERM with 50 sends in flight, every one of their acks counts: only the undelivered are left", () =>
+    Effect.gen(function*() {
+      // RabbitMQ 3.10 holds back a channel's settles beyond about 32 not yet applied, and drops
+      // them when the channel closes: the drain's acks must not reach the broker as 50 frames.
+      const queue = uniqueQueueName("sigterm50")
+      const { channel } = yield* testBroker(queue)
+      yield* declareCommandTopology(channel, queue)
+      const commands = Array.from({ length: 60 }, () => new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(1) }))
+      for (const command of commands) channel.sendToQueue(queue, encodeCommand(command), commandProperties(command, "test"))
+
+      const service = yield* spawnService("notification/main.ts", {
+        COMMAND_QUEUE: queue,
+        NOTIFICATION_PREFETCH: 50,
+        NOTIFICATION_SEND_DELAY_MS: 1500,
+        NOTIFICATION_HEALTH_PORT: yield* freePort
+      })
+      // The first 50 are mid-send when the signal arrives; the last 10 were never delivered.
+      for (const command of commands.slice(0, 50)) yield* service.waitForLine(new RegExp(`Sending notification for order ${command.orderId}`))
+      service.child.kill("SIGTERM")
+      expect(yield* service.exitCode).toBe(0)
+      expect(yield* queueDepth(queue)).toBe(10)
+    }), 60_000)
+
   it.scopedLive("SHUTDOWN_TIMEOUT_MS bounds the drain: a send still running then is left to the broker", () =>
     Effect.gen(function*() {
       const queue = uniqueQueueName("shutdowntimeout")

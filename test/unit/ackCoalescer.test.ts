@@ -52,6 +52,22 @@ describe("AckCoalescer", () => {
     expect(sent).toEqual(["2+"])
   })
 
+  it("once told to hold (a shutdown's drain), sends nothing until flush, then one ack for them all", async () => {
+    const { channel, sent } = recordingChannel()
+    const acks = makeAckCoalescer(channel)
+    const messages = Array.from({ length: 50 }, (_, i) => delivery(i + 1))
+    messages.forEach(acks.received)
+    acks.holdUntilFlush()
+    // Each send of a drain ends in a tick of its own.
+    for (const message of messages) {
+      acks.ack(message)
+      await nextTick()
+    }
+    expect(sent).toEqual([])
+    acks.flush()
+    expect(sent).toEqual(["50+"])
+  })
+
   it("refuses an ack once the channel has closed, as amqplib would", () => {
     const { channel, close } = recordingChannel()
     const acks = makeAckCoalescer(channel)
