@@ -16,24 +16,36 @@ const messageOf = (line: string) => {
 }
 
 describe("services as processes", () => {
-  it.scopedLive("on SIGTERM, finish the sends in flight, ack them all, and exit 0", () =>
+  /**
+   * Queues `queued` commands, starts a consumer with `prefetch` sends of 1.5 s, signals SIGTERM once
+   * the first `prefetch` are all mid-send, and waits for it to exit.
+   */
+  const sigtermWithSendsInFlight = (label: string, { prefetch, queued }: { readonly prefetch: number; readonly queued: number }) =>
     Effect.gen(function*() {
-      const queue = uniqueQueueName("sigterm")
+      const queue = uniqueQueueName(label)
       const { channel } = yield* testBroker(queue)
       yield* declareCommandTopology(channel, queue)
-      const commands = Array.from({ length: 5 }, () => new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(1) }))
+      const commands = Array.from({ length: queued }, () => new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(1) }))
       for (const command of commands) channel.sendToQueue(queue, encodeCommand(command), commandProperties(command, "test"))
 
       const service = yield* spawnService("notification/main.ts", {
         COMMAND_QUEUE: queue,
-        NOTIFICATION_PREFETCH: 5,
+        NOTIFICATION_PREFETCH: prefetch,
         NOTIFICATION_SEND_DELAY_MS: 1500,
         NOTIFICATION_HEALTH_PORT: yield* freePort
       })
-      // All five are mid-send (1.5 s each) when the signal arrives.
-      for (const command of commands) yield* service.waitForLine(new RegExp(`Sending notification for order ${command.orderId}`))
+      for (const command of commands.slice(0, prefetch)) {
+        yield* service.waitForLine(new RegExp(`Sending notification for order ${command.orderId}`))
+      }
       service.child.kill("SIGTERM")
-      expect(yield* service.exitCode).toBe(0)
+      return { queue, service, exitCode: yield* service.exitCode }
+    })
+
+  it.scopedLive("on SIGTERM, finish the sends in flight, ack them all, and exit 0", () =>
+    Effect.gen(function*() {
+      // All five are mid-send (1.5 s each) when the signal arrives.
+      const { exitCode, queue, service } = yield* sigtermWithSendsInFlight("sigterm", { prefetch: 5, queued: 5 })
+      expect(exitCode).toBe(0)
 
       // Nothing is left or came back: every in-flight delivery was acked before the channel closed.
       expect(yield* queueDepth(queue)).toBe(0)
@@ -45,22 +57,9 @@ describe("services as processes", () => {
     Effect.gen(function*() {
       // RabbitMQ 3.10 holds back a channel's settles beyond about 32 not yet applied, and drops
       // them when the channel closes: the drain's acks must not reach the broker as 50 frames.
-      const queue = uniqueQueueName("sigterm50")
-      const { channel } = yield* testBroker(queue)
-      yield* declareCommandTopology(channel, queue)
-      const commands = Array.from({ length: 60 }, () => new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(1) }))
-      for (const command of commands) channel.sendToQueue(queue, encodeCommand(command), commandProperties(command, "test"))
-
-      const service = yield* spawnService("notification/main.ts", {
-        COMMAND_QUEUE: queue,
-        NOTIFICATION_PREFETCH: 50,
-        NOTIFICATION_SEND_DELAY_MS: 1500,
-        NOTIFICATION_HEALTH_PORT: yield* freePort
-      })
       // The first 50 are mid-send when the signal arrives; the last 10 were never delivered.
-      for (const command of commands.slice(0, 50)) yield* service.waitForLine(new RegExp(`Sending notification for order ${command.orderId}`))
-      service.child.kill("SIGTERM")
-      expect(yield* service.exitCode).toBe(0)
+      const { exitCode, queue } = yield* sigtermWithSendsInFlight("sigterm50", { prefetch: 50, queued: 60 })
+      expect(exitCode).toBe(0)
       expect(yield* queueDepth(queue)).toBe(10)
     }), 60_000)
 

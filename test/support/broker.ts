@@ -1,5 +1,6 @@
 import * as amqp from "amqplib"
 import { ConfigProvider, Effect, Layer } from "effect"
+import { execFile } from "node:child_process"
 import { randomUUID } from "node:crypto"
 
 export const AMQP_URL = (process.env.AMQP_URL ?? "amqp://guest:guest@localhost:5672").split(",")[0]!.trim()
@@ -51,22 +52,27 @@ export const eventually = <A>(
     return last
   })
 
-/**
- * The Erlang expression, for `rabbitmqctl eval`, that counts a quorum queue's messages, ready and
- * unacknowledged together, from the queue's own Raft state. Not `rabbitmqctl list_queues messages`:
- * for quorum queues that figure is a statistic the broker refreshes every few seconds, so right
- * after a run it can still read 0 (or the count before), and a check on it could pass on a broker
- * that had lost nothing only by luck. Holds for RabbitMQ 3.10 through 4.x (rabbit_fifo).
- */
-export const messagesTotalExpression = (queue: string) =>
-  `{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<${JSON.stringify(queue)}/utf8>>)), ` +
-  `{Name, _} = amqqueue:get_pid(Q), ` +
-  `{ok, {_, Total}, _} = ra:local_query({Name, node()}, fun rabbit_fifo:query_messages_total/1), Total.`
+/** Runs `rabbitmqctl` against the broker at `AMQP_URL`'s node; its output. */
+const rabbitmqctl = (...args: ReadonlyArray<string>) =>
+  new Promise<string>((resolve, reject) =>
+    execFile("rabbitmqctl", args, (error, stdout) => (error ? reject(error) : resolve(stdout))))
 
-/** Parses what `rabbitmqctl eval` printed for `messagesTotalExpression`. */
-export const parseMessagesTotal = (output: string) => {
+/**
+ * Counts a quorum queue's messages, ready and unacknowledged together, from the queue's own Raft
+ * state, through `run` (a `rabbitmqctl` for the node that holds it). Not `rabbitmqctl list_queues
+ * messages`: for quorum queues that figure is a statistic the broker refreshes every few seconds, so
+ * right after a run it can still read 0 (or the count before), and a check on it could pass on a
+ * broker that had lost nothing only by luck. Holds for RabbitMQ 3.10 through 4.x (rabbit_fifo).
+ */
+export const countMessages = async (run: (...args: ReadonlyArray<string>) => Promise<string>, queue: string) => {
+  const output = await run(
+    "eval",
+    `{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<${JSON.stringify(queue)}/utf8>>)), ` +
+      `{Name, _} = amqqueue:get_pid(Q), ` +
+      `{ok, {_, Total}, _} = ra:local_query({Name, node()}, fun rabbit_fifo:query_messages_total/1), Total.`
+  )
   const total = Number(output.trim())
-  if (!Number.isInteger(total)) throw new Error(`rabbitmqctl eval did not count the queue's messages: ${output.trim()}`)
+  if (!Number.isInteger(total)) throw new Error(`rabbitmqctl eval did not count the messages of ${queue}: ${output.trim()}`)
   return total
 }
 
@@ -74,24 +80,12 @@ export const parseMessagesTotal = (output: string) => {
  * Messages in a queue, ready and unacknowledged together, as the broker counts them at this moment.
  * Unlike `checkQueue` (ready only), this tells an acked delivery from one still held by a consumer.
  */
-export const queueDepth = (queue: string) =>
-  Effect.promise(async () => {
-    const { execFile } = await import("node:child_process")
-    const output = await new Promise<string>((resolve, reject) =>
-      execFile("rabbitmqctl", ["eval", messagesTotalExpression(queue)], (error, stdout) =>
-        error ? reject(error) : resolve(stdout))
-    )
-    return parseMessagesTotal(output)
-  })
+export const queueDepth = (queue: string) => Effect.promise(() => countMessages(rabbitmqctl, queue))
 
 /** How the broker has `queue` declared: its type, durability and arguments, as rabbitmqctl prints them. */
 export const queueDeclaration = (queue: string) =>
   Effect.promise(async () => {
-    const { execFile } = await import("node:child_process")
-    const output = await new Promise<string>((resolve, reject) =>
-      execFile("rabbitmqctl", ["list_queues", "--quiet", "--no-table-headers", "name", "type", "durable", "arguments"], (error, stdout) =>
-        error ? reject(error) : resolve(stdout))
-    )
+    const output = await rabbitmqctl("list_queues", "--quiet", "--no-table-headers", "name", "type", "durable", "arguments")
     const row = output.split("\n").map((line) => line.split("\t")).find(([name]) => name === queue)
     return row === undefined ? undefined : { type: row[1], durable: row[2] === "true", arguments: row[3] ?? "" }
   })

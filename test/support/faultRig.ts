@@ -2,7 +2,7 @@ import * as amqp from "amqplib"
 import { Effect, Fiber, Ref } from "effect"
 import { execFile } from "node:child_process"
 import { once } from "node:events"
-import { eventually, messagesTotalExpression, parseMessagesTotal, uniqueQueueName } from "./broker"
+import { countMessages, eventually, uniqueQueueName } from "./broker"
 import { FAULT_AMQP_URL, FAULT_NODE, rabbitmqctl } from "./privateBroker"
 import { freePort, type ServiceProcess, spawnService } from "./processes"
 
@@ -202,9 +202,8 @@ export const alarmInEffect = Effect.promise(
     )
 )
 
-/** Messages in a queue on the private node, ready and unacknowledged, at this moment (see `messagesTotalExpression`). */
-export const queueDepth = (queue: string) =>
-  Effect.promise(async () => parseMessagesTotal(await rabbitmqctl("eval", messagesTotalExpression(queue))))
+/** Messages in a queue on the private node, ready and unacknowledged, at this moment (see `countMessages`). */
+export const queueDepth = (queue: string) => Effect.promise(() => countMessages(rabbitmqctl, queue))
 
 /** Takes every message out of the dead-letter queue; their messageIds. */
 export const drainDeadLetters = (queue: string) =>
