@@ -5,7 +5,8 @@
  * about half the memory it needs under tsx, whose loader keeps a second V8 isolate and per-module
  * state for every one of the few hundred modules the services import.
  *
- * Everything is bundled, node_modules included, so the image needs no node_modules at run time.
+ * Everything is bundled, node_modules included, except better-sqlite3: a native addon, which finds
+ * its compiled `.node` file beside its own sources, so it stays in node_modules (the image copies it).
  */
 import { build } from "esbuild"
 
@@ -27,6 +28,7 @@ export const bundle = (entryPoints: ReadonlyArray<string>, options: { readonly o
     target: "node20",
     sourcemap: true,
     logLevel: "warning",
+    external: ["better-sqlite3"],
     // Some dependencies are CommonJS and `require` Node's modules; an ES module has no `require`.
     banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" }
   })

@@ -10,10 +10,8 @@ const isAmqpUrl = (entry: string) => {
   }
 }
 
-// RabbitMQ queue names are at most 255 bytes, and the dead-letter queue appends ".dlq".
-const isQueueName = (name: string) => Buffer.byteLength(name) <= 251 && !name.startsWith("amq.")
 
-/** What both services read: where the broker is, which queue carries the commands, logging, shutdown. */
+/** What both services read: where the broker is, which queue carries the commands, confirms, shutdown. */
 export const SharedConfig = Config.all({
   amqpUrls: Env.redactedList(
     "AMQP_URL",
@@ -21,12 +19,8 @@ export const SharedConfig = Config.all({
     "a comma-separated list of amqp:// or amqps:// URLs",
     isAmqpUrl
   ),
-  commandQueue: Env.validString(
-    "COMMAND_QUEUE",
-    "send_notification_command",
-    "a queue name of at most 251 bytes not starting with \"amq.\"",
-    isQueueName
-  ),
+  commandQueue: Env.queueName("COMMAND_QUEUE", "send_notification_command"),
+  publishTimeout: Env.integer("PUBLISH_TIMEOUT_MS", 5000, { min: 1, max: 600_000 }).pipe(Config.map(Duration.millis)),
   shutdownTimeout: Env.integer("SHUTDOWN_TIMEOUT_MS", 10_000, { min: 0, max: 3_600_000 }).pipe(
     Config.map(Duration.millis)
   )

@@ -1,5 +1,5 @@
 import { Data, Duration, Effect, Random } from "effect"
-import type { SendNotificationCommand } from "../messaging/SendNotificationCommand"
+import type { SendNotificationCommand } from "../contracts/SendNotificationCommand"
 import { tracingEnabled } from "../observability/TraceContext"
 import { NotificationConfig } from "./NotificationConfig"
 

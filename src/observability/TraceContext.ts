@@ -52,11 +52,11 @@ export const currentTraceHeaders: Effect.Effect<Record<string, string> | undefin
 )
 
 /**
- * Runs the processing of one delivery in a `CommandConsumer.consume` span (kind consumer) whose
- * parent is the publisher's span named in the message's `traceparent`, so the trace that began with
- * the HTTP request goes on here; a message without one starts a trace of its own.
+ * Runs the processing of one delivery in a span `spanName` (kind consumer) whose parent is the
+ * publisher's span named in the message's `traceparent`, so the trace that began with the HTTP
+ * request goes on here; a message without one starts a trace of its own.
  */
-export const withConsumeSpan = (message: amqp.Message, queue: string) =>
+export const withConsumeSpan = (message: amqp.Message, queue: string, spanName: string) =>
 <A, E, R>(process: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
   const parent = parseTraceparent(message.properties.headers?.["traceparent"])
   const attributes = {
@@ -70,6 +70,6 @@ export const withConsumeSpan = (message: amqp.Message, queue: string) =>
   // No stack trace: it would allocate an Error per delivery, even with tracing off.
   const options = { kind: "consumer", captureStackTrace: false, attributes } as const
   return Option.isSome(parent)
-    ? Effect.withSpan(process, "CommandConsumer.consume", { ...options, parent: parent.value })
-    : Effect.withSpan(process, "CommandConsumer.consume", { ...options, root: true })
+    ? Effect.withSpan(process, spanName, { ...options, parent: parent.value })
+    : Effect.withSpan(process, spanName, { ...options, root: true })
 }

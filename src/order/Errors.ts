@@ -2,37 +2,27 @@ import { HttpApiSchema } from "@effect/platform"
 import { Schema } from "effect"
 
 /**
- * The order API's error answers. Each has the wire shape `{"_tag", "message"}` and its status;
- * the handler fails with `BrokerUnavailable`, the HTTP layer answers the others itself.
+ * The order API's own error answers, each with the wire shape `{"_tag", "message"}` and its
+ * status; the answers every route can give are in `runtime/HttpErrors.ts`, and
+ * `IdempotencyKeyReused` beside the store that detects it.
  */
 
-/** The broker did not take responsibility for the command: nothing was accepted, retry later. */
-export class BrokerUnavailable extends Schema.TaggedError<BrokerUnavailable>()(
-  "BrokerUnavailable",
+/** The order could not be committed (the store is unreachable or failing): nothing was stored. */
+export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()(
+  "StoreUnavailable",
   { message: Schema.String },
-  HttpApiSchema.annotations({ status: 503, description: "The broker did not confirm the command in time; nothing was accepted" })
+  HttpApiSchema.annotations({ status: 503, description: "The order store did not commit the order; nothing was stored" })
 ) {}
 
-export class MalformedRequest extends Schema.TaggedError<MalformedRequest>()(
-  "MalformedRequest",
+/** OUTBOX_MAX_PENDING commands wait for the broker already: nothing was stored. */
+export class OutboxFull extends Schema.TaggedError<OutboxFull>()(
+  "OutboxFull",
   { message: Schema.String },
-  HttpApiSchema.annotations({ status: 400, description: "The body is not JSON" })
+  HttpApiSchema.annotations({ status: 503, description: "Too many commands wait for the broker; nothing was stored" })
 ) {}
 
-export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()(
-  "PayloadTooLarge",
+export class OrderNotFound extends Schema.TaggedError<OrderNotFound>()(
+  "OrderNotFound",
   { message: Schema.String },
-  HttpApiSchema.annotations({ status: 413, description: "The body is over 64 KiB" })
-) {}
-
-export class NotFound extends Schema.TaggedError<NotFound>()(
-  "NotFound",
-  { message: Schema.String },
-  HttpApiSchema.annotations({ status: 404 })
-) {}
-
-export class InternalServerError extends Schema.TaggedError<InternalServerError>()(
-  "InternalServerError",
-  { message: Schema.String },
-  HttpApiSchema.annotations({ status: 500 })
+  HttpApiSchema.annotations({ status: 404, description: "No order has this id" })
 ) {}

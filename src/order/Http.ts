@@ -1,32 +1,72 @@
-import { HttpApiBuilder } from "@effect/platform"
-import { Config, Effect, Layer } from "effect"
-import { live, ready } from "../runtime/Health"
+import { HttpApiBuilder, HttpApp, HttpServerResponse } from "@effect/platform"
+import { Config, Effect, Layer, Option } from "effect"
 import { MetricsRoute, ORDER_METRICS } from "../observability/Metrics"
 import { type RequestMiddleware, serveGracefully } from "../runtime/GracefulHttpServer"
+import { live } from "../runtime/Health"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
-import { CommandPublisher } from "./CommandPublisher"
-import { CreateOrderFastPath } from "./CreateOrderFastPath"
 import { DocsLive } from "./Docs"
-import { OrderApi, OrderCreated } from "./OrderApi"
+import { NotReady, OrderApi, OrderCreated, OrderList, OrderView, Readiness } from "./OrderApi"
 import { OrderConfig } from "./OrderConfig"
 import { Orders } from "./Orders"
+import { OutboxRelay } from "./OutboxRelay"
+import { OrderStore } from "./store/OrderStore"
+
+/** Headers added to the answer the handler returns (the success schema carries only the body). */
+const withResponseHeaders = (headers: Record<string, string>) =>
+  HttpApp.appendPreResponseHandler((_, response) => Effect.succeed(HttpServerResponse.setHeaders(response, headers)))
 
 const OrdersHandlers = HttpApiBuilder.group(OrderApi, "orders", (handlers) =>
   Effect.gen(function*() {
     const orders = yield* Orders
-    return handlers.handle("createOrder", ({ payload }) =>
-      orders.create(payload.userId).pipe(Effect.map((order) => new OrderCreated({ message: "Order created", order }))))
+    return handlers
+      .handle("createOrder", ({ headers, payload }) =>
+        orders.create(payload.userId, Option.fromNullable(headers["idempotency-key"])).pipe(
+          Effect.tap(({ order, replayed }) =>
+            withResponseHeaders({
+              location: `/orders/${order.orderId}`,
+              ...(replayed ? { "idempotent-replayed": "true" } : {})
+            })
+          ),
+          Effect.map(({ order }) => new OrderCreated({ message: "Order created", order: OrderView.fromRecord(order) }))
+        ))
+      .handle("getOrder", ({ path }) => Effect.map(orders.find(path.orderId), OrderView.fromRecord))
+      .handle("listOrders", ({ urlParams }) =>
+        orders.list(urlParams.userId, urlParams.limit ?? 20, Option.fromNullable(urlParams.cursor)).pipe(
+          Effect.map(({ next, orders }) =>
+            new OrderList({ orders: orders.map(OrderView.fromRecord), next: Option.getOrNull(next) })
+          )
+        ))
   }))
+
+/** How long readiness waits for the store to answer before calling it down. */
+const STORE_PING_TIMEOUT = "2 seconds"
 
 const HealthHandlers = HttpApiBuilder.group(OrderApi, "health", (handlers) =>
   Effect.gen(function*() {
-    const publisher = yield* CommandPublisher
-    return handlers.handle("live", live).handle("ready", ready(publisher.isReady, "No open confirm channel to the broker"))
+    const store = yield* OrderStore
+    const relay = yield* OutboxRelay
+    const storeUp = store.ping.pipe(Effect.timeout(STORE_PING_TIMEOUT), Effect.as(true), Effect.orElseSucceed(() => false))
+    const ready = Effect.gen(function*() {
+      const [storeIsUp, brokerIsUp] = yield* Effect.all([storeUp, relay.brokerReady], { concurrency: "unbounded" })
+      const report = {
+        store: storeIsUp ? "up" : "down",
+        broker: brokerIsUp ? "up" : "down",
+        outbox: relay.backlog()
+      } as const
+      // A broker that is down does not stop orders being accepted: they wait in the outbox.
+      return storeIsUp
+        ? new Readiness(report)
+        : yield* new NotReady({ message: "The order store does not answer", ...report })
+    })
+    return handlers.handle("live", live).handle("ready", () => ready)
   }))
 
 const ApiLive = HttpApiBuilder.api(OrderApi).pipe(Layer.provide([OrdersHandlers, HealthHandlers]))
 
-/** The order API's routes; `trackRequests` lets the server drain them at shutdown. */
+/**
+ * The order API's routes; `trackRequests` lets the server drain them at shutdown. Every route,
+ * `POST /orders` included, goes through the one `HttpApi` pipeline (see docs/performance.md).
+ */
 const routes = (trackRequests?: RequestMiddleware) =>
   HttpApiBuilder.serve(trackRequests).pipe(
     Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
@@ -38,8 +78,5 @@ const routes = (trackRequests?: RequestMiddleware) =>
 /** The order API's routes on whichever `HttpServer` is provided (tests use `NodeHttpServer.layerTest`). */
 export const HttpRoutes = routes()
 
-/**
- * The order API on `PORT`, `POST /orders` through its fast path while tracing is off. On shutdown,
- * in-flight requests finish and are answered first.
- */
-export const HttpLive = serveGracefully(routes, Config.map(OrderConfig, ({ port }) => port), CreateOrderFastPath)
+/** The order API on `PORT`. On shutdown, in-flight requests finish and are answered first. */
+export const HttpLive = serveGracefully(routes, Config.map(OrderConfig, ({ port }) => port))

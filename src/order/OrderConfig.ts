@@ -1,7 +1,8 @@
-import { Config, Duration } from "effect"
+import { Config } from "effect"
 import * as Env from "../config/Env"
 
 export const OrderConfig = Config.all({
   port: Env.port("PORT", 3000),
-  publishTimeout: Env.integer("PUBLISH_TIMEOUT_MS", 5000, { min: 1, max: 600_000 }).pipe(Config.map(Duration.millis))
+  eventsQueue: Env.queueName("ORDER_EVENTS_QUEUE", "order_service.notification_events"),
+  outboxMaxPending: Env.integer("OUTBOX_MAX_PENDING", 100_000, { min: 1, max: 100_000_000 })
 })

@@ -1,22 +1,95 @@
-import { Effect } from "effect"
-import { makeOrderId, Order, type UserId } from "../domain/Order"
-import { SendNotificationCommand } from "../messaging/SendNotificationCommand"
-import { observePublish } from "../observability/Metrics"
-import { CommandPublisher } from "./CommandPublisher"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Effect, Option } from "effect"
+import { createHash } from "node:crypto"
+import { makeOrderId, type OrderId, type UserId } from "../domain/Order"
+import { encodeCommand, SendNotificationCommand } from "../contracts/SendNotificationCommand"
+import { NO_LABELS } from "../observability/Metrics"
+import { currentTraceHeaders } from "../observability/TraceContext"
+import { OrderNotFound, OutboxFull, StoreUnavailable } from "./Errors"
+import { OrderConfig } from "./OrderConfig"
+import { ordersAccepted, ordersRefused, ordersReplayed, REFUSED_OUTBOX_FULL, REFUSED_STORE } from "./OrderMetrics"
+import { OutboxRelay } from "./OutboxRelay"
+import type { IdempotencyKeyReused, OrderRecord } from "./store/OrderRecord"
+import { OrderStore } from "./store/OrderStore"
 
-/** Creates orders: each one is accepted only once its notification command is confirmed. */
+/** What a store failure tells the client: nothing was stored, try again. */
+const storeUnavailable = (error: SqlError) => {
+  ordersRefused.unsafeUpdate(1, REFUSED_STORE)
+  return Effect.zipRight(
+    Effect.logWarning(`The order store failed: ${error.message}`),
+    Effect.fail(new StoreUnavailable({ message: "The order store is unavailable; nothing was stored. Retry later" }))
+  )
+}
+
+const lookupFailed = (error: SqlError) =>
+  Effect.zipRight(
+    Effect.logWarning(`The order store failed: ${error.message}`),
+    Effect.fail(new StoreUnavailable({ message: "The order store is unavailable. Retry later" }))
+  )
+
+/** The request an `Idempotency-Key` stands for: its decoded body, so that formatting does not count. */
+const requestHash = (userId: UserId) => createHash("sha256").update(JSON.stringify({ userId })).digest("base64url")
+
+/**
+ * Orders: each one is stored together with its `SendNotificationCommand` in one transaction (the
+ * transactional outbox), and the relay is woken to publish it. Accepting an order therefore needs
+ * the store, not the broker.
+ */
 export class Orders extends Effect.Service<Orders>()("order/Orders", {
   effect: Effect.gen(function*() {
-    const publisher = yield* CommandPublisher
-    // `Effect.suspend`, not `Effect.gen`: this runs once per request, and a generator per order
-    // showed up in the benchmark's profiles.
-    const create = (userId: UserId) =>
-      Effect.suspend(() => {
-        // Both fields are valid by construction (a fresh UUIDv7, a userId the API decoded), so the
-        // classes skip re-checking them: validation happens once, at the boundary.
-        const order = new Order({ orderId: makeOrderId(), userId }, true)
-        return publisher.publish(new SendNotificationCommand(order, true)).pipe(observePublish, Effect.as(order))
-      })
-    return { create } as const
+    const store = yield* OrderStore
+    const relay = yield* OutboxRelay
+    const { outboxMaxPending } = yield* OrderConfig
+
+    const create = (userId: UserId, idempotencyKey: Option.Option<string>) =>
+      Effect.gen(function*() {
+        if (relay.backlog().pending >= outboxMaxPending) {
+          ordersRefused.unsafeUpdate(1, REFUSED_OUTBOX_FULL)
+          return yield* new OutboxFull({
+            message: `${outboxMaxPending} commands already wait for the broker; nothing was stored. Retry later`
+          })
+        }
+        // Both fields are valid by construction (a fresh UUIDv7, a userId the API decoded).
+        const command = new SendNotificationCommand({ orderId: makeOrderId(), userId }, true)
+        const created = yield* store.createOrder({
+          orderId: command.orderId,
+          userId,
+          body: encodeCommand(command).toString("utf8"),
+          // The request's trace goes on from the relay's publish.
+          headers: yield* currentTraceHeaders,
+          idempotency: Option.map(idempotencyKey, (key) => ({ key, requestHash: requestHash(userId) }))
+        }).pipe(Effect.catchTag("SqlError", storeUnavailable))
+        if (created.replayed) {
+          ordersReplayed.unsafeUpdate(1, NO_LABELS)
+        } else {
+          ordersAccepted.unsafeUpdate(1, NO_LABELS)
+          relay.committed()
+        }
+        return created
+      }) satisfies Effect.Effect<
+        { readonly order: OrderRecord; readonly replayed: boolean },
+        OutboxFull | StoreUnavailable | IdempotencyKeyReused
+      >
+
+    const find = (orderId: OrderId) =>
+      store.findOrder(orderId).pipe(
+        Effect.catchTag("SqlError", lookupFailed),
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.fail(new OrderNotFound({ message: `No order ${orderId}` })),
+          onSome: Effect.succeed
+        }))
+      )
+
+    /** A page of the user's orders, newest first, and the id to continue after (if there may be more). */
+    const list = (userId: UserId, limit: number, after: Option.Option<OrderId>) =>
+      store.listOrders({ userId, limit: limit + 1, before: after }).pipe(
+        Effect.catchTag("SqlError", lookupFailed),
+        Effect.map((rows) => ({
+          orders: rows.slice(0, limit),
+          next: rows.length > limit ? Option.some(rows[limit - 1]!.orderId) : Option.none<OrderId>()
+        }))
+      )
+
+    return { create, find, list } as const
   })
 }) {}

@@ -9,9 +9,12 @@ export class NotReady extends Schema.TaggedError<NotReady>()(
   HttpApiSchema.annotations({ status: 503, description: "The broker connection or the channel the service needs is not open" })
 ) {}
 
+/** `GET /health/live`: the process answers; the same in every service. */
+export const LiveEndpoint = HttpApiEndpoint.get("live", "/health/live").addSuccess(Healthy)
+
 /** `GET /health/live` (the process answers) and `GET /health/ready` (it can do its work now). */
 export class HealthApi extends HttpApiGroup.make("health")
-  .add(HttpApiEndpoint.get("live", "/health/live").addSuccess(Healthy))
+  .add(LiveEndpoint)
   .add(HttpApiEndpoint.get("ready", "/health/ready").addSuccess(Healthy).addError(NotReady))
 {}
 

@@ -1,12 +1,13 @@
 import {
   HttpApiError,
+  HttpApiSchema,
   HttpApp,
   HttpIncomingMessage,
   HttpServerError,
   HttpServerRequest,
   HttpServerResponse
 } from "@effect/platform"
-import { Cause, Effect, Option, type ParseResult } from "effect"
+import { Cause, Effect, Option, Schema } from "effect"
 import { describeIssues } from "./describe"
 
 export const MAX_BODY_BYTES = 64 * 1024
@@ -14,29 +15,41 @@ export const MAX_BODY_BYTES = 64 * 1024
 /** Seconds a client should wait before retrying a 503. */
 export const RETRY_AFTER_SECONDS = "1"
 
-/** An error answer: its status and its JSON body, `{"_tag", "message"}` plus any extra fields. */
-export interface ErrorAnswer {
-  readonly status: number
-  readonly body: { readonly _tag: string; readonly message: string; readonly [extra: string]: unknown }
-}
-
-const errorAnswer = (status: number, _tag: string, message: string): ErrorAnswer => ({ status, body: { _tag, message } })
-
 /**
- * The answers both HTTP paths give (the `HttpApi` app and the `POST /orders` fast path), built in
- * one place so that the two cannot drift apart.
+ * The error answers every HTTP API of ours can give, whatever the route: each is one class, whose
+ * wire shape `{"_tag", "message"}` and status are the ones the API documents and the one this
+ * middleware answers with.
  */
-export const payloadTooLarge = errorAnswer(413, "PayloadTooLarge", `The request body is over ${MAX_BODY_BYTES} bytes`)
-export const malformedRequest = errorAnswer(400, "MalformedRequest", "The request body is not valid JSON")
-export const internalServerError = errorAnswer(500, "InternalServerError", "Internal server error")
+export class MalformedRequest extends Schema.TaggedError<MalformedRequest>()(
+  "MalformedRequest",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 400, description: "The body is not JSON" })
+) {}
 
-/** 400 for a body that does not match the schema: the one-line message, and the issues themselves. */
-export const decodeFailure = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>): ErrorAnswer => ({
-  status: 400,
-  body: { _tag: "HttpApiDecodeError", message: describeIssues(issues), issues }
-})
+export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()(
+  "PayloadTooLarge",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 413, description: "The body is over 64 KiB" })
+) {}
 
-const respond = (answer: ErrorAnswer) => HttpServerResponse.unsafeJson(answer.body, { status: answer.status })
+export class NotFound extends Schema.TaggedError<NotFound>()(
+  "NotFound",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+export class InternalServerError extends Schema.TaggedError<InternalServerError>()(
+  "InternalServerError",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 500 })
+) {}
+
+const payloadTooLarge = new PayloadTooLarge({ message: `The request body is over ${MAX_BODY_BYTES} bytes` })
+const malformedRequest = new MalformedRequest({ message: "The request body is not valid JSON" })
+const internalServerError = new InternalServerError({ message: "Internal server error" })
+
+const respond = (status: number, error: { readonly _tag: string; readonly message: string }, extra?: object) =>
+  HttpServerResponse.unsafeJson({ _tag: error._tag, message: error.message, ...extra }, { status })
 
 const addRetryAfterTo503 = (_: HttpServerRequest.HttpServerRequest, response: HttpServerResponse.HttpServerResponse) =>
   Effect.succeed(response.status === 503 ? HttpServerResponse.setHeader(response, "retry-after", RETRY_AFTER_SECONDS) : response)
@@ -54,7 +67,7 @@ export const answerEveryErrorWithJson = (app: HttpApp.Default): HttpApp.Default 
     yield* HttpApp.appendPreResponseHandler(addRetryAfterTo503)
     const request = yield* HttpServerRequest.HttpServerRequest
     if (Number(request.headers["content-length"] ?? 0) > MAX_BODY_BYTES) {
-      return respond(payloadTooLarge)
+      return respond(413, payloadTooLarge)
     }
     return yield* app.pipe(HttpIncomingMessage.withMaxBodySize(Option.some(MAX_BODY_BYTES)))
   }).pipe(
@@ -62,20 +75,23 @@ export const answerEveryErrorWithJson = (app: HttpApp.Default): HttpApp.Default 
       if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
       const error = Cause.squash(cause)
       if (error instanceof HttpApiError.HttpApiDecodeError) {
-        return Effect.succeed(respond(decodeFailure(error.issues)))
+        // The one-line message, and the issues themselves for a client that wants them.
+        const message = describeIssues(error.issues)
+        return Effect.succeed(respond(400, { _tag: "HttpApiDecodeError", message }, { issues: error.issues }))
       }
       if (HttpServerError.isServerError(error) && error._tag === "RouteNotFound") {
-        return Effect.succeed(respond(errorAnswer(404, "NotFound", `No route for ${error.request.method} ${error.request.url}`)))
+        const notFound = new NotFound({ message: `No route for ${error.request.method} ${error.request.url}` })
+        return Effect.succeed(respond(404, notFound))
       }
       if (HttpServerError.isServerError(error) && error._tag === "RequestError") {
-        return Effect.succeed(respond(malformedRequest))
+        return Effect.succeed(respond(400, malformedRequest))
       }
       // A declared API error: the API's encoder, outside this middleware, answers it with its status.
       if (Option.isSome(Cause.failureOption(cause))) {
         return Effect.failCause(cause as Cause.Cause<never>)
       }
       return Effect.logError("Unexpected failure answering a request", cause).pipe(
-        Effect.as(respond(internalServerError))
+        Effect.as(respond(500, internalServerError))
       )
     })
   )

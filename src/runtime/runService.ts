@@ -15,6 +15,10 @@ const reportFailure = (cause: Cause.Cause<unknown>) => {
   if (Option.isSome(failure) && HttpServerError.isServerError(failure.value) && failure.value._tag === "ServeError") {
     return Effect.logError(`Cannot serve HTTP: ${errorMessage(failure.value.cause)} (check PORT or NOTIFICATION_HEALTH_PORT)`)
   }
+  // A typed failure that says itself what is wrong (the SQLite store held by another process).
+  if (Option.isSome(failure) && failure.value instanceof Error && "_tag" in failure.value) {
+    return Effect.logError(failure.value.message)
+  }
   return Effect.logError("Service stopped", cause)
 }
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Layer, Schedule } from "effect"
 import { makeOrderId, UserId } from "../../src/domain/Order"
-import { declareCommandTopology } from "../../src/messaging/CommandTopology"
-import { commandProperties, encodeCommand, SendNotificationCommand } from "../../src/messaging/SendNotificationCommand"
+import { declareWorkQueue } from "../../src/messaging/QueueTopology"
+import { commandProperties, encodeCommand, SendNotificationCommand } from "../../src/contracts/SendNotificationCommand"
 import { CommandConsumer } from "../../src/notification/CommandConsumer"
 import { NotificationFailed, NotificationSender } from "../../src/notification/NotificationSender"
 import { eventually, nextMessage, queueDepth, testBroker, uniqueQueueName } from "../support/broker"
@@ -47,7 +47,7 @@ describe("notification consumer against the real broker", () => {
       const command = newCommand()
       yield* Effect.gen(function*() {
         yield* awaitSubscribed
-        channel.sendToQueue(queue, encodeCommand(command), commandProperties(command, "test"))
+        channel.sendToQueue(queue, encodeCommand(command), commandProperties(command.orderId, "test"))
         yield* Deferred.await(sender.attempted)
         // Ready plus unacknowledged: reaches 0 only once the consumer has acked.
         yield* eventually(() => Effect.runPromise(queueDepth(queue)), (depth) => depth === 0, { what: "the ack" })
@@ -84,7 +84,7 @@ describe("notification consumer against the real broker", () => {
       const command = newCommand()
       yield* Effect.gen(function*() {
         yield* awaitSubscribed
-        channel.sendToQueue(queue, encodeCommand(command), commandProperties(command, "test"))
+        channel.sendToQueue(queue, encodeCommand(command), commandProperties(command.orderId, "test"))
         const deadLettered = yield* nextMessage(channel, `${queue}.dlq`)
         expect(deadLettered.properties.messageId).toBe(command.orderId)
       }).pipe(Effect.provide(notificationConsumer({ COMMAND_QUEUE: queue, NOTIFICATION_MAX_ATTEMPTS: 3 }, sender.layer)))
@@ -119,7 +119,7 @@ describe("notification consumer against the real broker", () => {
     Effect.gen(function*() {
       const queue = uniqueQueueName("topology")
       const { channel } = yield* testBroker(queue)
-      yield* declareCommandTopology(channel, queue)
+      yield* declareWorkQueue(channel, queue)
       const sender = yield* recordingSender("succeed")
       yield* awaitSubscribed.pipe(Effect.provide(notificationConsumer({ COMMAND_QUEUE: queue }, sender.layer)))
     }))

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { makeOrderId, UserId } from "../../src/domain/Order"
-import { declareCommandTopology } from "../../src/messaging/CommandTopology"
-import { commandProperties, encodeCommand, SendNotificationCommand } from "../../src/messaging/SendNotificationCommand"
+import { declareWorkQueue } from "../../src/messaging/QueueTopology"
+import { commandProperties, encodeCommand, SendNotificationCommand } from "../../src/contracts/SendNotificationCommand"
 import { queueDepth, testBroker, uniqueQueueName } from "../support/broker"
 import { createServer } from "node:net"
 import { freePort, spawnService } from "../support/processes"
@@ -24,9 +24,9 @@ describe("services as processes", () => {
     Effect.gen(function*() {
       const queue = uniqueQueueName(label)
       const { channel } = yield* testBroker(queue)
-      yield* declareCommandTopology(channel, queue)
+      yield* declareWorkQueue(channel, queue)
       const commands = Array.from({ length: queued }, () => new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(1) }))
-      for (const command of commands) channel.sendToQueue(queue, encodeCommand(command), commandProperties(command, "test"))
+      for (const command of commands) channel.sendToQueue(queue, encodeCommand(command), commandProperties(command.orderId, "test"))
 
       const service = yield* spawnService("notification/main.ts", {
         COMMAND_QUEUE: queue,
@@ -67,9 +67,9 @@ describe("services as processes", () => {
     Effect.gen(function*() {
       const queue = uniqueQueueName("shutdowntimeout")
       const { channel } = yield* testBroker(queue)
-      yield* declareCommandTopology(channel, queue)
+      yield* declareWorkQueue(channel, queue)
       const command = new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(1) })
-      channel.sendToQueue(queue, encodeCommand(command), commandProperties(command, "test"))
+      channel.sendToQueue(queue, encodeCommand(command), commandProperties(command.orderId, "test"))
 
       const service = yield* spawnService("notification/main.ts", {
         COMMAND_QUEUE: queue,

@@ -33,13 +33,21 @@ const notificationSamples = (metrics: string) => ({
   deadLetteredInvalid: sampleValue(metrics, "notification_commands_dead_lettered_total", { reason: "invalid" }) ?? NaN,
   deadLetteredMaxAttempts: sampleValue(metrics, "notification_commands_dead_lettered_total", { reason: "max_attempts" }) ??
     NaN,
-  timedAcks: sampleValue(metrics, "notification_command_processing_seconds_count", { outcome: "ack" }) ?? NaN
+  timedAcks: sampleValue(metrics, "notification_command_processing_seconds_count", { outcome: "ack" }) ?? NaN,
+  sentEvents: sampleValue(metrics, "notification_events_published_total", { type: "NotificationSent" }) ?? NaN,
+  failedEvents: sampleValue(metrics, "notification_events_published_total", { type: "NotificationFailed" }) ?? NaN
 })
 
 const orderSamples = (metrics: string) => ({
   accepted: sampleValue(metrics, "orders_accepted_total") ?? NaN,
-  refused: sampleValue(metrics, "orders_refused_total") ?? NaN,
-  confirmed: sampleValue(metrics, "order_publish_duration_seconds_count", { outcome: "confirmed" }) ?? NaN
+  refusedByStore: sampleValue(metrics, "orders_refused_total", { reason: "store" }) ?? NaN,
+  relayed: sampleValue(metrics, "order_relay_published_total") ?? NaN,
+  lagObserved: sampleValue(metrics, "order_outbox_lag_seconds_count") ?? NaN,
+  queued: sampleValue(metrics, "order_status_transitions_total", { to: "queued" }) ?? NaN,
+  notified: sampleValue(metrics, "order_status_transitions_total", { to: "notified" }) ?? NaN,
+  failed: sampleValue(metrics, "order_status_transitions_total", { to: "failed" }) ?? NaN,
+  eventsApplied: sampleValue(metrics, "order_events_consumed_total", { outcome: "applied" }) ?? NaN,
+  pending: sampleValue(metrics, "order_outbox_pending") ?? NaN
 })
 
 const minus = <T extends Record<string, number>>(after: T, before: T) =>
@@ -76,6 +84,7 @@ describe("metrics move as orders flow through the real broker", () => {
           Effect.orDie
         )
         const orderMetrics = Effect.flatMap(HttpClient.get("/metrics"), (response) => response.text)
+        const context = yield* Effect.context<HttpClient.HttpClient>()
 
         const orderBefore = orderSamples(yield* orderMetrics)
         const notificationBefore = notificationSamples(yield* text(notificationMetrics))
@@ -84,11 +93,36 @@ describe("metrics move as orders flow through the real broker", () => {
         // A poison message, published straight to the queue.
         channel.sendToQueue(queue, Buffer.from("{\"orderId\": 1"), { contentType: "application/json" })
 
-        expect(minus(orderSamples(yield* orderMetrics), orderBefore)).toEqual({ accepted: 3, refused: 0, confirmed: 3 })
-
         // Users 1 and 2: sent. User 13: fails, is redelivered, fails again and is dead-lettered.
-        // The poison message: dead-lettered at once.
-        const expected = { processed: 2, failed: 2, redelivered: 1, deadLetteredInvalid: 1, deadLetteredMaxAttempts: 1, timedAcks: 2 }
+        // The poison message: dead-lettered at once. Each of the three orders' fate comes back.
+        const orderExpected = {
+          accepted: 3,
+          refusedByStore: 0,
+          relayed: 3,
+          lagObserved: 3,
+          queued: 3,
+          notified: 2,
+          failed: 1,
+          eventsApplied: 3,
+          pending: 0
+        }
+        const orderMoved = yield* eventually(
+          () => Effect.runPromise(Effect.map(orderMetrics.pipe(Effect.provide(context)), (m) => minus(orderSamples(m), orderBefore))),
+          (delta) => JSON.stringify(delta) === JSON.stringify(orderExpected),
+          { what: "the order counters to move" }
+        )
+        expect(orderMoved).toEqual(orderExpected)
+
+        const expected = {
+          processed: 2,
+          failed: 2,
+          redelivered: 1,
+          deadLetteredInvalid: 1,
+          deadLetteredMaxAttempts: 1,
+          timedAcks: 2,
+          sentEvents: 2,
+          failedEvents: 1
+        }
         const moved = yield* eventually(
           () => fetch(notificationMetrics).then((r) => r.text()).then((m) => minus(notificationSamples(m), notificationBefore)),
           (delta) => JSON.stringify(delta) === JSON.stringify(expected),

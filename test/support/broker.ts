@@ -10,7 +10,7 @@ export const uniqueQueueName = (label: string) => `test.${label}.${randomUUID().
 
 /**
  * A plain amqplib connection for the test's own look at the broker (publish, get, purge), closed
- * and with the test's queue and its dead-letter queue deleted when the scope closes.
+ * and with the test's queues deleted when the scope closes.
  */
 export const testBroker = (queue: string) =>
   Effect.acquireRelease(
@@ -21,8 +21,10 @@ export const testBroker = (queue: string) =>
     }),
     ({ channel, connection }) =>
       Effect.promise(async () => {
-        await channel.deleteQueue(queue).catch(() => undefined)
-        await channel.deleteQueue(`${queue}.dlq`).catch(() => undefined)
+        // The queue, its dead-letter queue, and the events queue of an order service on it (with its own).
+        for (const name of [queue, `${queue}.dlq`, `${queue}.events`, `${queue}.events.dlq`]) {
+          await channel.deleteQueue(name).catch(() => undefined)
+        }
         await connection.close().catch(() => undefined)
       })
   )
@@ -90,19 +92,25 @@ export const queueDeclaration = (queue: string) =>
     return row === undefined ? undefined : { type: row[1], durable: row[2] === "true", arguments: row[3] ?? "" }
   })
 
-/** Resolves with the next message on `queue` (acked), from a consumer of the test's own. */
-export const nextMessage = (channel: amqp.Channel, queue: string) =>
-  Effect.async<amqp.ConsumeMessage>((resume) => {
+/** Resolves with the next `count` messages on `queue` (acked), from one consumer of the test's own. */
+export const nextMessages = (channel: amqp.Channel, queue: string, count: number) =>
+  Effect.async<ReadonlyArray<amqp.ConsumeMessage>>((resume) => {
     let consumerTag: string | undefined
-    let delivered = false
+    const received: Array<amqp.ConsumeMessage> = []
     channel.consume(queue, (message) => {
-      if (message === null || delivered) return
-      delivered = true
+      // Past `count`, a message is left unacked: the broker takes it back when the consumer is cancelled.
+      if (message === null || received.length === count) return
       channel.ack(message)
+      received.push(message)
+      if (received.length < count) return
       if (consumerTag !== undefined) channel.cancel(consumerTag).catch(() => undefined)
-      resume(Effect.succeed(message))
+      resume(Effect.succeed(received))
     }).then(({ consumerTag: tag }) => {
       consumerTag = tag
-      if (delivered) channel.cancel(tag).catch(() => undefined)
+      if (received.length === count) channel.cancel(tag).catch(() => undefined)
     })
   })
+
+/** Resolves with the next message on `queue` (acked), from a consumer of the test's own. */
+export const nextMessage = (channel: amqp.Channel, queue: string) =>
+  Effect.map(nextMessages(channel, queue, 1), (messages) => messages[0]!)

@@ -2,6 +2,9 @@ import * as amqp from "amqplib"
 import { Effect, Fiber, Ref } from "effect"
 import { execFile } from "node:child_process"
 import { once } from "node:events"
+import { rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { countMessages, eventually, uniqueQueueName } from "./broker"
 import { FAULT_AMQP_URL, FAULT_NODE, rabbitmqctl } from "./privateBroker"
 import { freePort, type ServiceProcess, spawnService } from "./processes"
@@ -22,6 +25,7 @@ export interface RunningService extends ServiceProcess {
 const sharedEnv = (queue: string) => ({
   AMQP_URL: FAULT_AMQP_URL,
   COMMAND_QUEUE: queue,
+  ORDER_EVENTS_QUEUE: `${queue}.events`,
   LOG_FORMAT: "json",
   // The consumer logs each ack at debug level: the suite's proof that an order was processed.
   LOG_LEVEL: "debug"
@@ -32,11 +36,19 @@ const explainedBy = <A>(service: ServiceProcess, wait: Effect.Effect<A>) =>
   Effect.catchAllDefect(wait, (defect) =>
     Effect.dieMessage(`${String(defect)}\nLast lines of the service:\n${service.lines.slice(-20).join("\n")}`))
 
+/** The SQLite store of a test's order service: the same for every start on one queue, removed with the queue. */
+const storeFolderOf = (queue: string) => join(tmpdir(), `orders-${queue}`)
+
 /** The order API as a child process, once it answers ready. */
 export const startOrderService = (queue: string, env: Record<string, string | number> = {}) =>
   Effect.gen(function*() {
     const port = yield* freePort
-    const service = yield* spawnService("order/main.ts", { ...sharedEnv(queue), PORT: port, ...env })
+    const service = yield* spawnService("order/main.ts", {
+      ...sharedEnv(queue),
+      DATABASE_URL: join(storeFolderOf(queue), "orders.db"),
+      PORT: port,
+      ...env
+    })
     yield* Effect.addFinalizer(() => killTree(service))
     yield* explainedBy(service, waitForReadiness(port, 200, { what: "the order service to be ready" }))
     return { ...service, port } satisfies RunningService
@@ -84,6 +96,13 @@ export const readiness = (port: number) =>
         return response.status
       })
       .catch(() => 0)
+  )
+
+/** GET /health/ready's body: the order service's account of its store, broker and outbox. */
+export const readinessBody = (port: number) =>
+  Effect.promise(() =>
+    fetch(`http://127.0.0.1:${port}/health/ready`, { signal: AbortSignal.timeout(2_000) })
+      .then((response) => response.json() as Promise<{ store: string; broker: string; outbox: { pending: number; oldestSeconds: number } }>)
   )
 
 /** Polls readiness until it is `status`; resolves with the time it took. */
@@ -183,7 +202,10 @@ export const acceptedIds = (answers: ReadonlyArray<OrderAnswer>) =>
 export const faultQueue = (label: string) =>
   Effect.acquireRelease(Effect.sync(() => uniqueQueueName(`faults.${label}`)), (queue) =>
     Effect.promise(async () => {
-      for (const name of [queue, `${queue}.dlq`]) await rabbitmqctl("delete_queue", name).catch(() => undefined)
+      for (const name of [queue, `${queue}.dlq`, `${queue}.events`, `${queue}.events.dlq`]) {
+        await rabbitmqctl("delete_queue", name).catch(() => undefined)
+      }
+      rmSync(storeFolderOf(queue), { recursive: true, force: true })
     }))
 
 /** Whatever a test did to the private node, it runs its app at normal memory limits afterwards. */
@@ -301,6 +323,52 @@ export const settleAccount = (
       duplicates: [...acked.values()].reduce((sum, n) => sum + n - 1, 0),
       maxAttempts: Math.max(0, ...attempts.values())
     } satisfies Account
+  })
+
+/** What the order store says became of the accepted orders (contract §8: each ends notified or failed). */
+export interface StoreAccount {
+  readonly accepted: number
+  readonly notified: number
+  readonly failed: number
+  /** Still `accepted` or `queued`, or unknown to the store, when the account was settled. */
+  readonly lost: ReadonlyArray<string>
+  /** Orders whose notification was sent more than once (distinct NotificationSent events). */
+  readonly duplicated: number
+}
+
+const orderStatus = (port: number, orderId: string) =>
+  Effect.promise(() =>
+    fetch(`http://127.0.0.1:${port}/orders/${orderId}`, { signal: AbortSignal.timeout(5_000) })
+      .then((response) => (response.ok ? response.json() as Promise<{ status: string; notifications: number }> : undefined))
+      .catch(() => undefined)
+  )
+
+const storeAccountNow = (port: number, accepted: ReadonlyArray<string>) =>
+  Effect.map(
+    Effect.forEach(accepted, (id) => Effect.map(orderStatus(port, id), (order) => ({ id, order })), { concurrency: 20 }),
+    (orders): StoreAccount => ({
+      accepted: orders.length,
+      notified: orders.filter(({ order }) => order?.status === "notified").length,
+      failed: orders.filter(({ order }) => order?.status === "failed").length,
+      lost: orders.filter(({ order }) => order?.status !== "notified" && order?.status !== "failed").map(({ id }) => id),
+      duplicated: orders.filter(({ order }) => (order?.notifications ?? 0) > 1).length
+    })
+  )
+
+/**
+ * Asks the order service (GET /orders/{id}) until every accepted order is `notified` or `failed`,
+ * or the deadline passes; then the account from the store.
+ */
+export const settleStoreAccount = (port: number, accepted: ReadonlyArray<string>, options: { readonly timeoutMs?: number } = {}) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + (options.timeoutMs ?? 60_000)
+    // Polled (the store's state is what there is to wait on), asking only for the orders still open.
+    let open = accepted
+    while (open.length > 0 && Date.now() < deadline) {
+      open = (yield* storeAccountNow(port, open)).lost
+      if (open.length > 0) yield* Effect.sleep("250 millis")
+    }
+    return yield* storeAccountNow(port, accepted)
   })
 
 // ---------------------------------------------------------------------------------------------

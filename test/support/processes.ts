@@ -1,6 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { once } from "node:events"
+import { mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { Effect } from "effect"
 
 /** A port nobody listens on right now (never 3000/3001, which a running service may hold). */
@@ -29,13 +32,21 @@ export interface ServiceProcess {
  * Runs `src/<entry>` as `npm start` does (`node --import tsx`), as a child process killed when the
  * scope closes. Not through the `tsx` CLI: that wrapper relays a signal and, if the busy child has
  * not acknowledged it within 30 ms, kills it outright, which defeats a graceful shutdown under load.
- * `LOG_FORMAT=json` by default, so tests can read the lines.
+ * `LOG_FORMAT=json` by default, so tests can read the lines. An order service gets a SQLite store
+ * of its own (removed with the scope) unless `DATABASE_URL` is given, and reads its events from
+ * `<COMMAND_QUEUE>.events`, so that no two tests share a store or an events queue.
  */
 export const spawnService = (entry: string, env: Record<string, string | number>) =>
   Effect.acquireRelease(
     Effect.sync(() => {
+      const storeFolder = mkdtempSync(join(tmpdir(), "orders-process-"))
+      const defaults = {
+        LOG_FORMAT: "json",
+        DATABASE_URL: join(storeFolder, "orders.db"),
+        ...(env["COMMAND_QUEUE"] === undefined ? {} : { ORDER_EVENTS_QUEUE: `${env["COMMAND_QUEUE"]}.events` })
+      }
       const child = spawn(process.execPath, ["--import", "tsx", `src/${entry}`], {
-        env: { ...process.env, LOG_FORMAT: "json", ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])) },
+        env: { ...process.env, ...defaults, ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])) },
         stdio: ["ignore", "pipe", "pipe"]
       })
       const lines: Array<string> = []
@@ -72,10 +83,16 @@ export const spawnService = (entry: string, env: Record<string, string | number>
           })
         )
 
-      return { child, lines, waitForLine, exitCode: Effect.promise(() => exited) } satisfies ServiceProcess
+      return { child, lines, waitForLine, exitCode: Effect.promise(() => exited), storeFolder } satisfies ServiceProcess & {
+        readonly storeFolder: string
+      }
     }),
-    ({ child }) =>
-      Effect.sync(() => {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    ({ child, storeFolder }) =>
+      Effect.promise(async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill("SIGKILL")
+          await once(child, "exit")
+        }
+        rmSync(storeFolder, { recursive: true, force: true })
       })
   )

@@ -1,7 +1,7 @@
 import type * as amqp from "amqplib"
 import { EventEmitter } from "node:events"
 import { describe, expect, it } from "vitest"
-import { makeAckCoalescer } from "../../src/notification/AckCoalescer"
+import { makeAckCoalescer } from "../../src/messaging/AckCoalescer"
 
 /** A channel that records the acks it is asked to send, as `tag` or `tag+` (multiple). */
 const recordingChannel = () => {

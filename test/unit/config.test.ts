@@ -31,7 +31,9 @@ describe("configuration", () => {
     ["PORT=70000", OrderConfig, { PORT: "70000" }, "PORT must be an integer from 1 to 65535 (got \"70000\")"],
     ["NOTIFICATION_PREFETCH=0", NotificationConfig, { NOTIFICATION_PREFETCH: "0" }, "NOTIFICATION_PREFETCH must be an integer from 1 to 65535 (got \"0\")"],
     ["NOTIFICATION_FAILURE_RATE=2", NotificationConfig, { NOTIFICATION_FAILURE_RATE: "2" }, "NOTIFICATION_FAILURE_RATE must be a number from 0 to 1 (got \"2\")"],
-    ["PUBLISH_TIMEOUT_MS=1.5", OrderConfig, { PUBLISH_TIMEOUT_MS: "1.5" }, "PUBLISH_TIMEOUT_MS must be an integer from 1 to 600000 (got \"1.5\")"],
+    ["PUBLISH_TIMEOUT_MS=1.5", SharedConfig, { PUBLISH_TIMEOUT_MS: "1.5" }, "PUBLISH_TIMEOUT_MS must be an integer from 1 to 600000 (got \"1.5\")"],
+    ["OUTBOX_MAX_PENDING=0", OrderConfig, { OUTBOX_MAX_PENDING: "0" }, "OUTBOX_MAX_PENDING must be an integer from 1 to 100000000 (got \"0\")"],
+    ["ORDER_EVENTS_QUEUE=amq.x", OrderConfig, { ORDER_EVENTS_QUEUE: "amq.x" }, "ORDER_EVENTS_QUEUE must be a queue name"],
     ["AMQP_URL=http://x", SharedConfig, { AMQP_URL: "http://x" }, "AMQP_URL must be a comma-separated list of amqp:// or amqps:// URLs"]
   ]
   for (const [what, config, env, expected] of invalid) {

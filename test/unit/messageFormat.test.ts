@@ -7,7 +7,7 @@ import {
   decodeCommand,
   encodeCommand,
   SendNotificationCommand
-} from "../../src/messaging/SendNotificationCommand"
+} from "../../src/contracts/SendNotificationCommand"
 
 describe("uuidv7", () => {
   it("has version 7, the RFC variant, and the time in its first 48 bits", () => {
@@ -51,7 +51,7 @@ describe("SendNotificationCommand", () => {
   })
 
   it("carries the contract's properties", () => {
-    const properties = commandProperties(command, "order-service")
+    const properties = commandProperties(command.orderId, "order-service")
     expect(properties).toMatchObject({
       persistent: true,
       mandatory: true,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Exit, Fiber, Layer, Logger, Option, TestClock } from "effect"
 import { makeOrderId, UserId } from "../../src/domain/Order"
-import { SendNotificationCommand } from "../../src/messaging/SendNotificationCommand"
+import { SendNotificationCommand } from "../../src/contracts/SendNotificationCommand"
 import { NotificationSender } from "../../src/notification/NotificationSender"
 
 const command = new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(7) })

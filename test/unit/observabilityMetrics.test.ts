@@ -1,55 +1,47 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import type * as amqp from "amqplib"
 import { Effect, Layer, Metric, MetricLabel } from "effect"
+import { encodeCommand, SendNotificationCommand } from "../../src/contracts/SendNotificationCommand"
 import { makeOrderId, UserId } from "../../src/domain/Order"
-import { encodeCommand, SendNotificationCommand } from "../../src/messaging/SendNotificationCommand"
-import { processDelivery } from "../../src/notification/CommandConsumer"
-import { NotificationFailed, NotificationSender } from "../../src/notification/NotificationSender"
+import { CommandConsumer, processDelivery } from "../../src/notification/CommandConsumer"
+import { EventPublisher } from "../../src/notification/EventPublisher"
+import { HttpLive as NotificationHttpLive } from "../../src/notification/Http"
 import {
   commandsDeadLettered,
   commandsFailed,
   commandsProcessed,
   commandsRedelivered,
+  countEventPublished,
   observeDelivery,
   processingDuration
-} from "../../src/observability/Metrics"
-import { CommandPublisher } from "../../src/order/CommandPublisher"
-import { BrokerUnavailable } from "../../src/order/Errors"
-import { HttpRoutes } from "../../src/order/Http"
-import { Orders } from "../../src/order/Orders"
+} from "../../src/notification/NotificationMetrics"
+import { NotificationFailed, NotificationSender } from "../../src/notification/NotificationSender"
+import { PROMETHEUS_CONTENT_TYPE } from "../../src/observability/Metrics"
 import { metricTypes, sampleValue } from "../support/observability"
-
-/** The order API in memory with a publisher that confirms, or refuses, every command. */
-const orderApi = (confirm: boolean) =>
-  HttpRoutes.pipe(
-    Layer.provide(Orders.Default),
-    Layer.provide(Layer.succeed(
-      CommandPublisher,
-      CommandPublisher.of({
-        publish: () => confirm ? Effect.void : Effect.fail(new BrokerUnavailable({ message: "Not connected to the broker" })),
-        isReady: Effect.succeed(confirm)
-      })
-    )),
-    Layer.provideMerge(NodeHttpServer.layerTest)
-  )
+import { failingOrderStore, orderApi, relayDouble, withEnv } from "../support/orderDoubles"
+import { freePort } from "../support/processes"
 
 const scrape = Effect.gen(function*() {
   const response = yield* HttpClient.get("/metrics")
   expect(response.status).toBe(200)
-  expect(response.headers["content-type"]).toBe("text/plain; version=0.0.4; charset=utf-8")
+  expect(response.headers["content-type"]).toBe(PROMETHEUS_CONTENT_TYPE)
   return yield* response.text
 })
 
-const post = (body: string) =>
-  HttpClientRequest.post("/orders").pipe(HttpClientRequest.bodyText(body, "application/json"), HttpClient.execute)
+const post = (userId: number, idempotencyKey?: string) =>
+  HttpClientRequest.post("/orders").pipe(
+    HttpClientRequest.setHeaders(idempotencyKey === undefined ? {} : { "idempotency-key": idempotencyKey }),
+    HttpClientRequest.bodyText(JSON.stringify({ userId }), "application/json"),
+    HttpClient.execute
+  )
 
 const orderSamples = (text: string) => ({
   accepted: sampleValue(text, "orders_accepted_total"),
-  refused: sampleValue(text, "orders_refused_total"),
-  confirmedPublishes: sampleValue(text, "order_publish_duration_seconds_count", { outcome: "confirmed" }),
-  refusedPublishes: sampleValue(text, "order_publish_duration_seconds_count", { outcome: "refused" })
+  replayed: sampleValue(text, "orders_replayed_total"),
+  refusedByStore: sampleValue(text, "orders_refused_total", { reason: "store" }),
+  refusedOutboxFull: sampleValue(text, "orders_refused_total", { reason: "outbox_full" })
 })
 
 describe("GET /metrics on the order service", () => {
@@ -60,38 +52,129 @@ describe("GET /metrics on the order service", () => {
       expect(metricTypes(text)).toEqual({
         target_info: "gauge",
         orders_accepted_total: "counter",
+        orders_replayed_total: "counter",
         orders_refused_total: "counter",
-        order_publish_duration_seconds: "histogram"
+        order_outbox_pending: "gauge",
+        order_outbox_oldest_seconds: "gauge",
+        order_relay_published_total: "counter",
+        order_relay_failed_total: "counter",
+        order_outbox_lag_seconds: "histogram",
+        order_status_transitions_total: "counter",
+        order_events_consumed_total: "counter"
       })
       // Every series is there before the first order, so dashboards and alerts see 0, not nothing.
-      expect(sampleValue(text, "order_publish_duration_seconds_bucket", { outcome: "refused", le: "+Inf" })).toBeTypeOf(
-        "number"
-      )
-    }).pipe(Effect.provide(orderApi(true))))
+      const series: ReadonlyArray<[string, Record<string, string>]> = [
+        ["orders_accepted_total", {}],
+        ["orders_replayed_total", {}],
+        ["orders_refused_total", { reason: "store" }],
+        ["orders_refused_total", { reason: "outbox_full" }],
+        ["order_outbox_pending", {}],
+        ["order_outbox_oldest_seconds", {}],
+        ["order_relay_published_total", {}],
+        ["order_relay_failed_total", {}],
+        ["order_outbox_lag_seconds_bucket", { le: "+Inf" }],
+        ["order_status_transitions_total", { to: "queued" }],
+        ["order_status_transitions_total", { to: "notified" }],
+        ["order_status_transitions_total", { to: "failed" }],
+        ["order_events_consumed_total", { outcome: "applied" }],
+        ["order_events_consumed_total", { outcome: "duplicate" }],
+        ["order_events_consumed_total", { outcome: "unknown_order" }],
+        ["order_events_consumed_total", { outcome: "invalid" }]
+      ]
+      for (const [name, labels] of series) {
+        expect(sampleValue(text, name, labels), `${name} ${JSON.stringify(labels)}`).toBeTypeOf("number")
+      }
+    }).pipe(Effect.provide(orderApi())))
 
-  it.scoped("counts an order accepted and times its publish when the broker confirms", () =>
+  it.scoped("counts orders accepted once, and their replays apart; a refused request counts as neither", () =>
     Effect.gen(function*() {
       const before = orderSamples(yield* scrape)
-      expect((yield* post(JSON.stringify({ userId: 42 }))).status).toBe(201)
-      expect((yield* post(JSON.stringify({ userId: 43 }))).status).toBe(201)
-      // A request refused by validation never reaches the publisher: neither accepted nor refused.
-      expect((yield* post(JSON.stringify({ userId: -1 }))).status).toBe(400)
+      expect((yield* post(42)).status).toBe(201)
+      expect((yield* post(43, "metrics-key")).status).toBe(201)
+      expect((yield* post(43, "metrics-key")).status).toBe(201)
+      // Refused by validation, or by the store for a reused key: nothing was stored, nothing is counted.
+      expect((yield* post(-1)).status).toBe(400)
+      expect((yield* post(44, "metrics-key")).status).toBe(422)
       const after = orderSamples(yield* scrape)
       expect(after.accepted! - before.accepted!).toBe(2)
-      expect(after.confirmedPublishes! - before.confirmedPublishes!).toBe(2)
-      expect(after.refused).toBe(before.refused)
-      expect(after.refusedPublishes).toBe(before.refusedPublishes)
-    }).pipe(Effect.provide(orderApi(true))))
+      expect(after.replayed! - before.replayed!).toBe(1)
+      expect(after.refusedByStore).toBe(before.refusedByStore)
+      expect(after.refusedOutboxFull).toBe(before.refusedOutboxFull)
+    }).pipe(Effect.provide(orderApi())))
 
-  it.scoped("counts an order refused when the broker does not confirm", () =>
+  it.scoped("counts an order refused for the store when the store fails", () =>
     Effect.gen(function*() {
       const before = orderSamples(yield* scrape)
-      expect((yield* post(JSON.stringify({ userId: 42 }))).status).toBe(503)
+      expect((yield* post(42)).status).toBe(503)
       const after = orderSamples(yield* scrape)
-      expect(after.refused! - before.refused!).toBe(1)
-      expect(after.refusedPublishes! - before.refusedPublishes!).toBe(1)
+      expect(after.refusedByStore! - before.refusedByStore!).toBe(1)
+      expect(after.refusedOutboxFull).toBe(before.refusedOutboxFull)
       expect(after.accepted).toBe(before.accepted)
-    }).pipe(Effect.provide(orderApi(false))))
+    }).pipe(Effect.provide(orderApi({ store: failingOrderStore() }))))
+
+  it.scoped("counts an order refused for outbox_full when OUTBOX_MAX_PENDING commands wait", () =>
+    Effect.gen(function*() {
+      const before = orderSamples(yield* scrape)
+      expect((yield* post(42)).status).toBe(503)
+      const after = orderSamples(yield* scrape)
+      expect(after.refusedOutboxFull! - before.refusedOutboxFull!).toBe(1)
+      expect(after.refusedByStore).toBe(before.refusedByStore)
+      expect(after.accepted).toBe(before.accepted)
+    }).pipe(Effect.provide(orderApi({ relay: relayDouble({ pending: 5 }), env: { OUTBOX_MAX_PENDING: "5" } }))))
+})
+
+/** The notification service's own health and metrics server on `port`, its consumer a double. */
+const notificationServiceOn = (port: number) =>
+  NotificationHttpLive.pipe(
+    Layer.provide(Layer.succeed(CommandConsumer, CommandConsumer.of({ isReady: Effect.succeed(true) }))),
+    Layer.provide(withEnv({ NOTIFICATION_HEALTH_PORT: String(port) }))
+  )
+
+const clientOf = (port: number) =>
+  Layer.effect(
+    HttpClient.HttpClient,
+    Effect.map(HttpClient.HttpClient, HttpClient.mapRequest(HttpClientRequest.prependUrl(`http://127.0.0.1:${port}`)))
+  ).pipe(Layer.provide(NodeHttpClient.layer))
+
+const notificationService = Layer.unwrapEffect(
+  Effect.map(freePort, (port) => Layer.merge(notificationServiceOn(port), clientOf(port)))
+)
+
+describe("GET /metrics on the notification service", () => {
+  it.scoped("serves the notification metrics with their types, the service in target_info, nothing of the order service's", () =>
+    Effect.gen(function*() {
+      const text = yield* scrape
+      expect(text).toContain("target_info{service_name=\"notification-service\"")
+      expect(metricTypes(text)).toEqual({
+        target_info: "gauge",
+        notification_commands_processed_total: "counter",
+        notification_commands_failed_total: "counter",
+        notification_commands_redelivered_total: "counter",
+        notification_commands_dead_lettered_total: "counter",
+        notification_command_processing_seconds: "histogram",
+        notification_events_published_total: "counter"
+      })
+      for (const type of ["NotificationSent", "NotificationFailed"]) {
+        expect(sampleValue(text, "notification_events_published_total", { type })).toBeTypeOf("number")
+      }
+      for (const reason of ["invalid", "max_attempts"]) {
+        expect(sampleValue(text, "notification_commands_dead_lettered_total", { reason })).toBeTypeOf("number")
+      }
+    }).pipe(Effect.provide(notificationService)))
+
+  it.scoped("counts each confirmed event by its type", () =>
+    Effect.gen(function*() {
+      const published = (text: string) => ({
+        sent: sampleValue(text, "notification_events_published_total", { type: "NotificationSent" })!,
+        failed: sampleValue(text, "notification_events_published_total", { type: "NotificationFailed" })!
+      })
+      const before = published(yield* scrape)
+      countEventPublished("NotificationFailed")
+      countEventPublished("NotificationSent")
+      countEventPublished("NotificationSent")
+      const after = published(yield* scrape)
+      expect({ sent: after.sent - before.sent, failed: after.failed - before.failed }).toEqual({ sent: 2, failed: 1 })
+    }).pipe(Effect.provide(notificationService)))
 })
 
 const command = new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(7) })
@@ -110,6 +193,9 @@ const senderThat = (outcome: "succeeds" | "fails") =>
       send: (c) => outcome === "succeeds" ? Effect.void : Effect.fail(new NotificationFailed({ orderId: c.orderId, reason: "no" }))
     })
   )
+
+/** Events are confirmed at once. */
+const events = Layer.succeed(EventPublisher, EventPublisher.of({ publish: () => Effect.void, isReady: Effect.succeed(true) }))
 
 const label = (key: string, value: string) => [MetricLabel.make(key, value)]
 
@@ -133,7 +219,10 @@ const notificationCounts = Effect.all({
 const deltaAfter = (message: amqp.Message, outcome: "succeeds" | "fails", maxAttempts = 3) =>
   Effect.gen(function*() {
     const before = yield* notificationCounts
-    yield* processDelivery(message, maxAttempts).pipe(observeDelivery(message), Effect.provide(senderThat(outcome)))
+    yield* processDelivery(message, maxAttempts).pipe(
+      observeDelivery(message),
+      Effect.provide(Layer.merge(senderThat(outcome), events))
+    )
     const after = yield* notificationCounts
     return Object.fromEntries(Object.entries(after).map(([key, value]) => [key, value - before[key as keyof typeof before]]))
   })

@@ -1,8 +1,13 @@
+import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import type * as amqp from "amqplib"
 import { ConfigProvider, Duration, Effect, Layer, Option, Tracer } from "effect"
+import { UserId } from "../../src/domain/Order"
 import { currentTraceHeaders, formatTraceparent, parseTraceparent, withConsumeSpan } from "../../src/observability/TraceContext"
 import { resolveTraceExport, TracingConfig, TracingLive } from "../../src/observability/Tracing"
+import { Orders } from "../../src/order/Orders"
+import { OrderStore } from "../../src/order/store/OrderStore"
+import { orderApi, relayDouble, sqliteOrderStore } from "../support/orderDoubles"
 
 const withEnv = (values: Record<string, string>) =>
   Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(values))))
@@ -46,7 +51,7 @@ describe("traceparent in message headers", () => {
   it.effect("are the publish span's context while tracing is on, and absent while it is off", () =>
     Effect.gen(function*() {
       const [headers, span] = yield* Effect.all([currentTraceHeaders, Effect.currentSpan]).pipe(
-        Effect.withSpan("CommandPublisher.publish")
+        Effect.withSpan("OutboxRelay.publish")
       )
       expect(headers).toEqual({ traceparent: `00-${span.traceId}-${span.spanId}-01` })
 
@@ -55,31 +60,97 @@ describe("traceparent in message headers", () => {
 
       // TracingLive with no endpoint switches Effect's tracer off: spans are no-ops, no header.
       const off = yield* currentTraceHeaders.pipe(
-        Effect.withSpan("CommandPublisher.publish"),
+        Effect.withSpan("OutboxRelay.publish"),
         Effect.provide(TracingLive("order-service").pipe(Layer.provide(withEnv({}))))
       )
       expect(off).toBeUndefined()
     }))
 
-  it.effect("make the consume span a child of the publish span, or a new root without one", () =>
+  it.effect("make the consume span, named by its consumer, a child of the publish span, or a new root without one", () =>
     Effect.gen(function*() {
       const message = (headers: Record<string, unknown>) =>
-        ({ content: Buffer.from("{}"), fields: { deliveryTag: 1, redelivered: false }, properties: { headers, messageId: "m" } }) as unknown as amqp.Message
+        ({
+          content: Buffer.from("{}"),
+          fields: { deliveryTag: 7, redelivered: true },
+          properties: { headers, messageId: "m" }
+        }) as unknown as amqp.Message
       const parent = { traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331" }
       const child = yield* Effect.currentSpan.pipe(
-        withConsumeSpan(message({ traceparent: `00-${parent.traceId}-${parent.spanId}-01` }), "q"),
+        withConsumeSpan(message({ traceparent: `00-${parent.traceId}-${parent.spanId}-01` }), "q", "CommandConsumer.consume"),
         Effect.withSpan("some unrelated outer span")
       )
       expect(child.name).toBe("CommandConsumer.consume")
       expect(child.kind).toBe("consumer")
       expect(child.traceId).toBe(parent.traceId)
       expect(Option.map(child.parent, (span) => span.spanId)).toEqual(Option.some(parent.spanId))
-      expect(child.attributes.get("messaging.destination.name")).toBe("q")
+      expect(Object.fromEntries(child.attributes)).toEqual({
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": "q",
+        "messaging.message.id": "m",
+        "messaging.rabbitmq.message.delivery_tag": 7,
+        "messaging.rabbitmq.message.redelivered": true
+      })
 
-      const root = yield* Effect.currentSpan.pipe(withConsumeSpan(message({}), "q"), Effect.withSpan("outer"))
+      const root = yield* Effect.currentSpan.pipe(
+        withConsumeSpan(message({}), "events", "EventConsumer.consume"),
+        Effect.withSpan("outer")
+      )
+      expect(root.name).toBe("EventConsumer.consume")
       expect(root.parent).toEqual(Option.none())
       expect(root.traceId).not.toBe(parent.traceId)
+      expect(root.attributes.get("messaging.destination.name")).toBe("events")
     }))
+})
+
+describe("trace context stored with an order's command", () => {
+  /** The headers stored with each order's command, by order id. */
+  const outboxHeaders = Effect.flatMap(OrderStore, (store) =>
+    Effect.map(store.claimOutbox(10), (entries) => new Map(entries.map((entry) => [entry.orderId as string, entry.headers]))))
+
+  const ordersLive = Orders.Default.pipe(
+    Layer.provideMerge(sqliteOrderStore),
+    Layer.provide(relayDouble().layer),
+    Layer.provide(withEnv({}))
+  )
+
+  it.scoped("is the creating span's, for the relay's publish to continue the trace; absent without a span or with tracing off", () =>
+    Effect.gen(function*() {
+      const orders = yield* Orders
+      const idOf = Effect.map(({ order }: { readonly order: { readonly orderId: string } }) => order.orderId)
+      const [span, traced] = yield* Effect.withSpan(
+        Effect.all([Effect.currentSpan, idOf(orders.create(UserId.make(1), Option.none()))]),
+        "POST /orders"
+      )
+      const outsideSpan = yield* idOf(orders.create(UserId.make(2), Option.none()))
+      const tracingOff = yield* idOf(orders.create(UserId.make(3), Option.none())).pipe(
+        Effect.withSpan("POST /orders"),
+        Effect.provide(TracingLive("order-service").pipe(Layer.provide(withEnv({}))))
+      )
+      const headers = yield* outboxHeaders
+      expect(headers.size).toBe(3)
+      expect(headers.get(traced)).toEqual({ traceparent: `00-${span.traceId}-${span.spanId}-01` })
+      expect(headers.get(outsideSpan)).toBeUndefined()
+      expect(headers.get(tracingOff)).toBeUndefined()
+    }).pipe(Effect.provide(ordersLive)))
+
+  it.scoped("continues the HTTP request's trace, from the client's traceparent", () =>
+    Effect.gen(function*() {
+      const client = yield* Effect.withSpan(
+        Effect.zipLeft(
+          Effect.currentSpan,
+          HttpClientRequest.post("/orders").pipe(HttpClientRequest.bodyText("{\"userId\":42}", "application/json"), HttpClient.execute)
+        ),
+        "client"
+      )
+      const stored = yield* outboxHeaders
+      expect(stored.size).toBe(1)
+      const [headers] = stored.values()
+      const parent = Option.getOrThrow(parseTraceparent(headers?.["traceparent"]))
+      expect(parent.traceId).toBe(client.traceId)
+      // The server's own span, within the client's trace.
+      expect(parent.spanId).not.toBe(client.spanId)
+    }).pipe(Effect.provide(orderApi())))
 })
 
 describe("tracing configuration (standard OpenTelemetry variables)", () => {

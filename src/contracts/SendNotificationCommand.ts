@@ -29,19 +29,19 @@ export const encodeCommand = ({ orderId, userId }: SendNotificationCommand): Buf
  * `headers` may carry the trace context (`traceparent`).
  */
 export const commandProperties = (
-  command: SendNotificationCommand,
+  orderId: string,
   appId: string,
   headers?: Record<string, string> | undefined
-): amqp.Options.Publish => ({
+) => ({
   ...(headers === undefined ? undefined : { headers }),
   persistent: true,
   mandatory: true,
   contentType: "application/json",
-  messageId: command.orderId,
+  messageId: orderId,
   type: COMMAND_TYPE,
   timestamp: Math.floor(Date.now() / 1000),
   appId
-})
+}) satisfies amqp.Options.Publish
 
 /** The command's fields alone: the same field schemas, without the class around them. */
 const decodeFields = Schema.decodeUnknownEither(Schema.Struct(SendNotificationCommand.fields), { errors: "all" })

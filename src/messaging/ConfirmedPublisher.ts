@@ -1,0 +1,114 @@
+import type * as amqp from "amqplib"
+import { Data, Deferred, Duration, Effect, type Scope } from "effect"
+import { AmqpConnection, closeQuietly, openChannel } from "./AmqpConnection"
+
+/**
+ * A publish the broker did not take responsibility for. `reason`: `unroutable`, it was returned (no
+ * queue is bound for it); `refused`, not sent or nacked; `uncertain`, it went out and its confirm
+ * never came (lost connection, deadline), so the broker may still have queued it.
+ */
+export class PublishFailed extends Data.TaggedError("PublishFailed")<{
+  readonly message: string
+  readonly reason: "unroutable" | "refused" | "uncertain"
+}> {}
+
+/** What a message is published with; `messageId` is required, since a return is matched by it. */
+export type PublishOptions = amqp.Options.Publish & { readonly messageId: string }
+
+export interface ConfirmedPublisher {
+  /** Publishes `mandatory`, and succeeds only once the broker has confirmed it. */
+  readonly publish: (
+    exchange: string,
+    routingKey: string,
+    content: Buffer,
+    options: PublishOptions
+  ) => Effect.Effect<void, PublishFailed>
+  /** Whether a confirm channel is open right now (readiness). */
+  readonly isReady: Effect.Effect<boolean>
+}
+
+interface ConfirmSession {
+  readonly channel: amqp.ConfirmChannel
+  /** messageIds the broker returned as unroutable; their confirm follows the return. */
+  readonly returned: Set<string>
+}
+
+const refuse = (message: string, reason: PublishFailed["reason"] = "refused") =>
+  Effect.fail(new PublishFailed({ message, reason }))
+
+/**
+ * A confirm channel on every connection, for the life of the surrounding scope: `declare` sets up
+ * the topology the feature publishes to, then the channel is open for publishing until it closes.
+ * Knows nothing of what is published; each feature names its exchange, routing key and properties.
+ */
+export const makeConfirmedPublisher = (options: {
+  readonly declare: (channel: amqp.ConfirmChannel) => Effect.Effect<void, unknown>
+  readonly confirmTimeout: Duration.Duration
+}): Effect.Effect<ConfirmedPublisher, never, AmqpConnection | Scope.Scope> =>
+  Effect.gen(function*() {
+    const connection = yield* AmqpConnection
+    // The open confirm channel, if any. A plain variable, not a `Ref`: every publish reads it
+    // synchronously, and only the session below writes it.
+    let session: ConfirmSession | undefined
+    const confirmTimeoutMillis = Duration.toMillis(options.confirmTimeout)
+    const noConfirmInTime = `No confirm came within ${Duration.format(options.confirmTimeout)}`
+
+    const confirmChannelSession = (model: amqp.ChannelModel) =>
+      Effect.gen(function*() {
+        const channel = yield* Effect.acquireRelease(
+          openChannel(model, () => model.createConfirmChannel()),
+          (channel) => Effect.zipRight(Effect.sync(() => (session = undefined)), closeQuietly(channel))
+        )
+        const closed = yield* Deferred.make<void>()
+        channel.on("error", () => undefined)
+        channel.on("close", () => Deferred.unsafeDone(closed, Effect.void))
+        const returned = new Set<string>()
+        channel.on("return", (message: amqp.Message) => returned.add(String(message.properties.messageId)))
+        yield* options.declare(channel)
+        session = { channel, returned }
+        yield* Deferred.await(closed)
+        session = undefined
+      })
+
+    yield* Effect.forkScoped(connection.withEveryConnection(confirmChannelSession))
+
+    /**
+     * Publishes and resumes on the broker's confirm (or return, nack, lost channel, deadline). One
+     * `Effect.async` with a plain timer: this runs once per message (see docs/performance.md).
+     */
+    const publish = (exchange: string, routingKey: string, content: Buffer, publishOptions: PublishOptions) =>
+      Effect.async<void, PublishFailed>((resume) => {
+        if (session === undefined) {
+          return resume(refuse("No confirm channel to the broker (not connected, or the topology could not be declared)"))
+        }
+        const blockedBy = connection.blockedBy()
+        if (blockedBy !== undefined) return resume(refuse(`The broker is refusing publishes (${blockedBy})`))
+        const { channel, returned } = session
+        const { messageId } = publishOptions
+        const deadline = setTimeout(() => resume(refuse(noConfirmInTime, "uncertain")), confirmTimeoutMillis)
+        const settle = (outcome: Effect.Effect<void, PublishFailed>) => {
+          clearTimeout(deadline)
+          resume(outcome)
+        }
+        try {
+          channel.publish(exchange, routingKey, content, { ...publishOptions, mandatory: true }, (error) => {
+            if (returned.delete(messageId)) {
+              settle(refuse(`The broker could not route the message to "${routingKey}"`, "unroutable"))
+            } else if (error instanceof Error && error.message === "channel closed") {
+              settle(refuse("The connection to the broker was lost before its confirm", "uncertain"))
+            } else if (error) {
+              settle(refuse("The broker refused the message (nack)"))
+            } else {
+              settle(Effect.void)
+            }
+          })
+        } catch (error) {
+          // The channel closed between our check and the publish.
+          settle(refuse(`Lost the broker channel (${(error as Error).message})`))
+        }
+        // No canceler: an interrupted publish leaves its deadline to fire into a fiber that has
+        // ended, which ignores it; a canceler would make every publish an uninterruptible region.
+      })
+
+    return { publish, isReady: Effect.sync(() => session !== undefined) }
+  })

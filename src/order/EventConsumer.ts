@@ -1,0 +1,122 @@
+import type * as amqp from "amqplib"
+import { SqlError } from "@effect/sql/SqlError"
+import { Context, Duration, Effect, Either, Layer, Schedule } from "effect"
+import { SharedConfig } from "../config/SharedConfig"
+import { decodeEvent, EVENTS_EXCHANGE, NotificationSentEvent, type ReceivedEvent } from "../contracts/NotificationEvents"
+import { consumeQueue } from "../messaging/QueueConsumer"
+import { bindQueue, declareTopicExchange, declareWorkQueue } from "../messaging/QueueTopology"
+import { Settlement } from "../messaging/Settlement"
+import { tracingEnabled, withConsumeSpan } from "../observability/TraceContext"
+import { OrderConfig } from "./OrderConfig"
+import { EVENT_OUTCOMES, eventsConsumed, TO_FAILED, TO_NOTIFIED, statusTransitions } from "./OrderMetrics"
+import { OrderStore } from "./store/OrderStore"
+
+/** Events applied at once: each is one short store transaction. */
+const EVENTS_PREFETCH = 50
+
+/**
+ * The exchange, the order service's own events queue (`ORDER_EVENTS_QUEUE`) with its dead-letter
+ * queue, and the binding to every `notification.*` event; idempotent.
+ */
+export const declareEventsQueue = (channel: amqp.Channel, queue: string) =>
+  declareTopicExchange(channel, EVENTS_EXCHANGE).pipe(
+    Effect.zipRight(declareWorkQueue(channel, queue)),
+    Effect.zipRight(bindQueue(channel, queue, EVENTS_EXCHANGE, "notification.*"))
+  )
+
+/**
+ * A store call that has not answered by then is abandoned (left to finish or fail on its own) and
+ * tried again: a connection lost in the middle of a transaction can leave its query unanswered, and
+ * the delivery would wait for it forever.
+ */
+export const STORE_CALL_TIMEOUT = Duration.seconds(10)
+
+export const abandonAfter = (duration: Duration.Duration) => <A>(call: Effect.Effect<A, SqlError>) =>
+  call.pipe(
+    Effect.disconnect,
+    Effect.timeoutFail({
+      duration,
+      onTimeout: () => new SqlError({ message: `The order store did not answer within ${Duration.format(duration)}` })
+    })
+  )
+
+/** While the store is failing, an event is applied again at this pace (it stays unsettled meanwhile). */
+const storeRetry = Schedule.exponential("100 millis").pipe(Schedule.jittered, Schedule.union(Schedule.spaced("5 seconds")))
+
+/**
+ * Moves orders forward as the notification service reports on them. Applying an event is
+ * idempotent in the store (a duplicate or late event changes nothing), so every event that decodes
+ * is acked once applied; an event for an order this store does not know is logged and acked; one
+ * that does not decode is dead-lettered at once, since it would fail the same way forever.
+ */
+export class EventConsumer extends Context.Tag("order/EventConsumer")<EventConsumer, {
+  readonly isReady: Effect.Effect<boolean>
+}>() {}
+
+const make = Effect.gen(function*() {
+  const store = yield* OrderStore
+  const { shutdownTimeout } = yield* SharedConfig
+  const { eventsQueue } = yield* OrderConfig
+  const tracing = yield* tracingEnabled
+
+  const apply = ({ event, eventId }: ReceivedEvent) =>
+    (event instanceof NotificationSentEvent
+      ? store.applyNotificationSent({ eventId, orderId: event.orderId, sentAt: event.sentAt })
+      : store.applyNotificationFailed({
+        eventId,
+        orderId: event.orderId,
+        reason: event.reason,
+        attempts: event.attempts,
+        failedAt: event.failedAt
+      })).pipe(
+        abandonAfter(STORE_CALL_TIMEOUT),
+        Effect.tapError((error) => Effect.logWarning(`Could not apply an event to the order store (${error.message}); retrying`)),
+        Effect.retry(storeRetry),
+        // The schedule never ends: only an interruption (shutdown) stops the retries.
+        Effect.orDie
+      )
+
+  const process = (message: amqp.Message): Effect.Effect<Settlement> => {
+    const decoded = decodeEvent(message)
+    if (Either.isLeft(decoded)) {
+      eventsConsumed.unsafeUpdate(1, EVENT_OUTCOMES.invalid)
+      return Effect.succeed(Settlement.DeadLetter({ reason: decoded.left, poison: true }))
+    }
+    const received = decoded.right
+    const type = received.event instanceof NotificationSentEvent ? "NotificationSent" : "NotificationFailed"
+    return apply(received).pipe(
+      Effect.tap((outcome) => {
+        eventsConsumed.unsafeUpdate(1, EVENT_OUTCOMES[outcome])
+        if (outcome === "applied") statusTransitions.unsafeUpdate(1, type === "NotificationSent" ? TO_NOTIFIED : TO_FAILED)
+        return outcome === "unknownOrder"
+          ? Effect.logWarning(`${type} for an order this store does not know; acked and ignored`)
+          : Effect.logDebug(`${type} ${outcome}`)
+      }),
+      Effect.as(ACK),
+      Effect.annotateLogs("orderId", received.event.orderId)
+    )
+  }
+
+  const handle = (message: amqp.Message) =>
+    tracing ? withConsumeSpan(message, eventsQueue, "EventConsumer.consume")(process(message)) : process(message)
+
+  return EventConsumer.of(
+    yield* consumeQueue({
+      queue: eventsQueue,
+      prefetch: EVENTS_PREFETCH,
+      declare: (channel) => declareEventsQueue(channel, eventsQueue),
+      handle,
+      settled: (message, settlement) =>
+        settlement._tag === "DeadLetter"
+          ? Effect.logError(`Dead-lettered an event: ${settlement.reason}`).pipe(
+            Effect.annotateLogs("messageId", String(message.properties.messageId ?? "none"))
+          )
+          : Effect.void,
+      shutdownTimeout
+    })
+  )
+})
+
+const ACK = Settlement.Ack()
+
+export const EventConsumerLive = Layer.scoped(EventConsumer, make)
