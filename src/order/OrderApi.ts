@@ -78,7 +78,7 @@ export class OrdersApi extends HttpApiGroup.make("orders")
   .add(
     HttpApiEndpoint.post("createOrder", "/orders")
       .setPayload(CreateOrderRequest)
-      .setHeaders(Schema.Struct({ "idempotency-key": Schema.optional(IdempotencyKey) }))
+      .setHeaders(Schema.Struct({ "idempotency-key": Schema.optionalWith(IdempotencyKey, { exact: true }) }))
       .addSuccess(OrderCreated, { status: 201 })
       .addError(IdempotencyKeyReused)
       .addError(StoreUnavailable)
@@ -109,8 +109,8 @@ export class OrdersApi extends HttpApiGroup.make("orders")
     HttpApiEndpoint.get("listOrders", "/orders")
       .setUrlParams(Schema.Struct({
         userId: Schema.NumberFromString.pipe(Schema.compose(UserId)),
-        limit: Schema.optional(Limit),
-        cursor: Schema.optional(Cursor)
+        limit: Schema.optionalWith(Limit, { exact: true }),
+        cursor: Schema.optionalWith(Cursor, { exact: true })
       }))
       .addSuccess(OrderList)
       .addError(StoreUnavailable)

@@ -2,7 +2,10 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import {
   acceptedIds,
+  alarmInEffect,
+  brokerRestoredOnExit,
   faultQueue,
+  killAndDrain,
   percentile,
   postOrders,
   readiness,
@@ -11,8 +14,10 @@ import {
   settleStoreAccount,
   startNotificationService,
   startOrderService,
+  until,
   waitForReadiness
 } from "../support/faultRig"
+import { rabbitmqctl } from "../support/privateBroker"
 import { privatePostgres } from "../support/privatePostgres"
 
 describe("the order store fails under the order service (a PostgreSQL of the suite's own)", () => {
@@ -67,5 +72,38 @@ describe("the order store fails under the order service (a PostgreSQL of the sui
       expect(account.notified).toBe(40)
       expect(listed.sort()).toEqual(acceptedIds([...before, ...after]).sort())
       expect(yield* readiness(orders.port)).toBe(200)
+    }), 180_000)
+
+  it.scopedLive("two replicas on one PostgreSQL: the commands a SIGKILLed replica left in the outbox are relayed by the other", () =>
+    Effect.gen(function*() {
+      const postgres = yield* privatePostgres
+      const queue = yield* faultQueue("replicas")
+      yield* brokerRestoredOnExit
+      const [first, second] = [
+        yield* startOrderService(queue, { DATABASE_URL: postgres.url }),
+        yield* startOrderService(queue, { DATABASE_URL: postgres.url })
+      ]
+      yield* startNotificationService(queue, { NOTIFICATION_PREFETCH: 50 })
+      // Blocked, no replica can publish: the burst's commands stay in the outbox, claimed by the first.
+      yield* Effect.promise(() => rabbitmqctl("set_vm_memory_high_watermark", "0.000001"))
+      yield* until(alarmInEffect, (alarm) => alarm, { what: "the memory alarm" })
+      const burst = yield* postOrders(first.port, 200, 8)
+      expect(burst.filter((a) => a.status !== 201)).toEqual([])
+      yield* killAndDrain(first, "SIGKILL")
+      const killedAt = Date.now()
+      yield* Effect.promise(() => rabbitmqctl("set_vm_memory_high_watermark", "0.4"))
+      yield* until(alarmInEffect, (alarm) => !alarm, { what: "the memory alarm to clear" })
+
+      const account = yield* settleStoreAccount(second.port, acceptedIds(burst))
+      const takenOverMs = Date.now() - killedAt
+      yield* report("order-service replica SIGKILLed with its outbox full (PostgreSQL)", {
+        ...account,
+        lost: account.lost.length,
+        allNotifiedAfterKillMs: takenOverMs
+      })
+      expect(account.lost).toEqual([])
+      expect(account.notified).toBe(200)
+      // The dead replica's lease (10 s) runs out, then the next poll of the other takes its rows.
+      expect(takenOverMs).toBeLessThan(30_000)
     }), 180_000)
 })
