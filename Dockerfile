@@ -2,8 +2,7 @@
 #
 # Two stages: the first installs everything and bundles each service (`npm run build`); the image
 # runs those bundles with plain node and carries only the one native addon from node_modules. Measured under `npm run bench`,
-# a bundle run this way needs about half the memory of the same code under tsx (README,
-# Performance). `npm start` on a host still runs the sources with tsx, with no build step.
+# a bundle run this way needs about half the memory of the same code under tsx (docs/performance.md). `npm start` on a host still runs the sources with tsx, with no build step.
 FROM node:lts-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -25,6 +24,6 @@ COPY --from=build /app/node_modules/file-uri-to-path ./node_modules/file-uri-to-
 RUN mkdir -p /app/data && chown node:node /app/data
 USER node
 # Node itself is PID 1 (no npm or npx in between), so SIGTERM reaches the service's graceful shutdown.
-# The order service's GC flags are its npm scripts' (README, Performance); compose sets each command.
+# The order service's GC flags are its npm scripts' (docs/performance.md); compose sets each command.
 ENTRYPOINT ["node"]
 CMD ["--single-threaded-gc", "--max-semi-space-size=8", "--heap-growing-percent=50", "dist/main.mjs"]

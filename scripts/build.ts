@@ -1,7 +1,7 @@
 /**
  * `npm run build`: each service bundled into one ES module under dist/, run by plain `node`, for
  * production images. `npm start` and `npx tsx ...` need no build; this is for when memory and
- * start-up matter. Measured under the benchmark (README, Performance), the order service idles in
+ * start-up matter. Measured under the benchmark (docs/performance.md), the order service idles in
  * about half the memory it needs under tsx, whose loader keeps a second V8 isolate and per-module
  * state for every one of the few hundred modules the services import.
  *

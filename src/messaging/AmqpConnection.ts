@@ -17,6 +17,7 @@ import {
 } from "effect"
 import { redactUrl, SharedConfig } from "../config/SharedConfig"
 import { atMost } from "../runtime/atMost"
+import { backoff } from "../runtime/backoff"
 import { describeCause, errorMessage } from "../runtime/describe"
 
 export class BrokerUnreachable extends Data.TaggedError("BrokerUnreachable")<{
@@ -35,10 +36,7 @@ const BROKER_OPERATION_TIMEOUT = Duration.seconds(5)
  * Reconnection backoff: 100 ms doubling, jittered, capped at 2 s so that a service is back within
  * about two seconds of the broker's return.
  */
-export const reconnectSchedule = Schedule.exponential("100 millis").pipe(
-  Schedule.jittered,
-  Schedule.union(Schedule.spaced("2 seconds"))
-)
+export const reconnectSchedule = backoff("2 seconds")
 
 /** Session restarts on a live connection (a channel closed by the broker, a queue mismatch). */
 const sessionRestartSchedule = Schedule.exponential("200 millis").pipe(

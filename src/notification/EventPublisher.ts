@@ -1,16 +1,14 @@
-import { Context, Effect, Layer, Schedule } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { encodeEvent, EVENTS_EXCHANGE, type NotificationEvent } from "../contracts/NotificationEvents"
 import { makeConfirmedPublisher } from "../messaging/ConfirmedPublisher"
 import { declareTopicExchange } from "../messaging/QueueTopology"
 import { currentTraceHeaders, tracingEnabled } from "../observability/TraceContext"
 import { SharedConfig } from "../config/SharedConfig"
+import { backoff } from "../runtime/backoff"
 import { countEventPublished } from "./NotificationMetrics"
 
 /** While the broker is away, an event is tried again at this pace, until the delivery is interrupted. */
-const republishSchedule = Schedule.exponential("100 millis").pipe(
-  Schedule.jittered,
-  Schedule.union(Schedule.spaced("2 seconds"))
-)
+const republishSchedule = backoff("2 seconds")
 
 /**
  * Tells whoever listens what became of a command: `NotificationSent` or `NotificationFailed` on

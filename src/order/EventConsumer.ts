@@ -1,12 +1,13 @@
 import type * as amqp from "amqplib"
 import { SqlError } from "@effect/sql/SqlError"
-import { Context, Duration, Effect, Either, Layer, Schedule } from "effect"
+import { Context, Duration, Effect, Either, Layer } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
 import { decodeEvent, EVENTS_EXCHANGE, NotificationSentEvent, type ReceivedEvent } from "../contracts/NotificationEvents"
 import { consumeQueue } from "../messaging/QueueConsumer"
 import { bindQueue, declareTopicExchange, declareWorkQueue } from "../messaging/QueueTopology"
 import { Settlement } from "../messaging/Settlement"
 import { tracingEnabled, withConsumeSpan } from "../observability/TraceContext"
+import { backoff } from "../runtime/backoff"
 import { OrderConfig } from "./OrderConfig"
 import { EVENT_OUTCOMES, eventsConsumed, TO_FAILED, TO_NOTIFIED, statusTransitions } from "./OrderMetrics"
 import { OrderStore } from "./store/OrderStore"
@@ -41,7 +42,7 @@ export const abandonAfter = (duration: Duration.Duration) => <A>(call: Effect.Ef
   )
 
 /** While the store is failing, an event is applied again at this pace (it stays unsettled meanwhile). */
-const storeRetry = Schedule.exponential("100 millis").pipe(Schedule.jittered, Schedule.union(Schedule.spaced("5 seconds")))
+const storeRetry = backoff("5 seconds")
 
 /**
  * Moves orders forward as the notification service reports on them. Applying an event is

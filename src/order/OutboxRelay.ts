@@ -6,6 +6,7 @@ import { makeConfirmedPublisher } from "../messaging/ConfirmedPublisher"
 import { declareWorkQueue } from "../messaging/QueueTopology"
 import { NO_LABELS } from "../observability/Metrics"
 import { currentTraceHeaders, parseTraceparent, tracingEnabled } from "../observability/TraceContext"
+import { backoff } from "../runtime/backoff"
 import { abandonAfter, declareEventsQueue, STORE_CALL_TIMEOUT } from "./EventConsumer"
 import { OrderConfig } from "./OrderConfig"
 import { outboxLag, outboxOldestSeconds, outboxPending, relayFailed, relayPublished, statusTransitions, TO_QUEUED } from "./OrderMetrics"
@@ -24,10 +25,7 @@ const BATCH_SIZE = 500
 const POLL_INTERVAL = "1 second"
 
 /** While the broker or the store is away: 100 ms doubling, jittered, at most 5 s between tries. */
-const relayBackoff = Schedule.exponential("100 millis").pipe(
-  Schedule.jittered,
-  Schedule.union(Schedule.spaced("5 seconds"))
-)
+const relayBackoff = backoff("5 seconds")
 
 class RelayIncomplete extends Data.TaggedError("RelayIncomplete")<{ readonly failed: number; readonly reason: string }> {
   override get message() {
@@ -101,12 +99,15 @@ const make = Effect.gen(function*() {
 
   /** One batch: claimed, published, and the confirmed ones marked queued. How many were claimed. */
   const relayBatch: Effect.Effect<number, SqlError | RelayIncomplete> = Effect.gen(function*() {
-    const entries = yield* abandonAfter(STORE_CALL_TIMEOUT)(store.claimOutbox(BATCH_SIZE))
+    // Untraced, as is marking them queued: most claims (the poll's) find nothing; each publish has its span.
+    const entries = yield* abandonAfter(STORE_CALL_TIMEOUT)(store.claimOutbox(BATCH_SIZE)).pipe(Effect.withTracerEnabled(false))
     if (entries.length === 0) return 0
     const outcomes = yield* Effect.forEach(entries, (entry) => Effect.either(publish(entry)), { concurrency: "unbounded" })
     const confirmed = entries.filter((_, i) => outcomes[i]!._tag === "Right")
     if (confirmed.length > 0) {
-      yield* abandonAfter(STORE_CALL_TIMEOUT)(store.markQueued(confirmed.map((entry) => entry.orderId)))
+      yield* abandonAfter(STORE_CALL_TIMEOUT)(store.markQueued(confirmed.map((entry) => entry.orderId))).pipe(
+        Effect.withTracerEnabled(false)
+      )
       const now = Date.now()
       for (const entry of confirmed) outboxLag.unsafeUpdate((now - entry.createdAt.getTime()) / 1000, NO_LABELS)
       relayPublished.unsafeUpdate(confirmed.length, NO_LABELS)
@@ -144,10 +145,13 @@ const make = Effect.gen(function*() {
       sinceCount = 0
       outboxPending.unsafeUpdate(pending, NO_LABELS)
       outboxOldestSeconds.unsafeUpdate(oldestSeconds, NO_LABELS)
-      // Rows this replica holds but could not publish yet stay out of other replicas' reach.
-      return pending > 0 ? store.renewClaims : Effect.void
+      // Rows this replica holds but could not publish yet stay out of other replicas' reach, unless
+      // it has lost the broker: then its claims lapse, and a replica that can publish takes them.
+      return pending > 0 ? Effect.whenEffect(store.renewClaims, publisher.isReady) : Effect.void
     }),
-    Effect.catchAll((error) => Effect.logWarning(`Could not count the outbox: ${error.message}`))
+    Effect.catchAll((error) => Effect.logWarning(`Could not count the outbox: ${error.message}`)),
+    // Housekeeping every second would make a trace of its own every second.
+    Effect.withTracerEnabled(false)
   )
   yield* Effect.forkScoped(Effect.repeat(countBacklog, Schedule.spaced(POLL_INTERVAL)))
 

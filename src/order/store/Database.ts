@@ -5,6 +5,7 @@ import { Cause, Config, ConfigError, Data, Duration, Effect, Either, Layer, Opti
 import { mkdirSync } from "node:fs"
 import { dirname } from "node:path"
 import { fileURLToPath } from "node:url"
+import { backoff } from "../../runtime/backoff"
 import { errorMessage } from "../../runtime/describe"
 import { runMigrations } from "./Migrations"
 
@@ -109,11 +110,6 @@ const sqliteLayer = (filename: string) => {
   )
 }
 
-/** Reconnection backoff, as for the broker: 100 ms doubling, jittered, capped at 2 s. */
-const reconnectSchedule = Schedule.exponential("100 millis").pipe(
-  Schedule.jittered,
-  Schedule.union(Schedule.spaced("2 seconds"))
-)
 
 /** Why the driver refused, in one line: node's connection errors may be an AggregateError with no message. */
 const reasonOf = (error: { readonly message: string; readonly cause?: unknown }): string => {
@@ -131,7 +127,7 @@ const postgresLayer = (url: Redacted.Redacted<string>) =>
     Layer.tapError((error) =>
       Effect.logWarning(`Order store not reachable at ${redactDatabaseUrl(url)} (${reasonOf(error)}); retrying with backoff`)
     ),
-    Layer.retry(reconnectSchedule),
+    Layer.retry(backoff("2 seconds")),
     // The schedule never gives up; this only names the error for the signature.
     Layer.mapError((error) => new StoreStartError({ message: `Order store not reachable at ${redactDatabaseUrl(url)} (${reasonOf(error)})` }))
   )
