@@ -7,6 +7,7 @@
  */
 import autocannon from "autocannon"
 import { spawn, spawnSync } from "node:child_process"
+import * as http from "node:http"
 import { ROOT } from "./support"
 
 export interface LoadResult {
@@ -69,3 +70,66 @@ const autocannonLoad: Load = {
 }
 
 export const chooseLoad = (): Load => (spawnSync("wrk", ["--version"]).error === undefined ? wrk : autocannonLoad)
+
+export interface PostedOrder {
+  readonly orderId: string
+  /** `Date.now()` as the request was sent: the clock the services' log timestamps use. */
+  readonly sentAt: number
+}
+
+export interface PacedResult {
+  readonly orders: ReadonlyArray<PostedOrder>
+  readonly errors: number
+  readonly requestsPerSecond: number
+}
+
+/**
+ * POST /orders at a steady `rate` (one request every 1/rate s, on at most `connections` keep-alive
+ * connections), keeping the orderId of each 201: wrk and autocannon do not give the bodies. Late
+ * requests go out at once, so the rate holds unless all connections are busy.
+ */
+export const postOrdersPaced = async (
+  url: string,
+  { connections, durationS, rate }: { readonly connections: number; readonly durationS: number; readonly rate: number }
+): Promise<PacedResult> => {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: connections })
+  const body = JSON.stringify({ userId: 42 })
+  const orders: Array<PostedOrder> = []
+  let errors = 0
+  let next = 0
+  const total = Math.max(1, Math.round(rate * durationS))
+  const start = performance.now()
+  const post = () =>
+    new Promise<void>((resolve) => {
+      const sentAt = Date.now()
+      const request = http.request(url, {
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
+      }, (response) => {
+        let text = ""
+        response.setEncoding("utf8")
+        response.on("data", (chunk: string) => (text += chunk))
+        response.on("end", () => {
+          const orderId = response.statusCode === 201 ? (JSON.parse(text) as { order?: { orderId?: string } }).order?.orderId : undefined
+          if (orderId === undefined) errors++
+          else orders.push({ orderId, sentAt })
+          resolve()
+        })
+      })
+      request.setTimeout(10_000, () => request.destroy(new Error("timeout")))
+      request.once("error", () => (errors++, resolve()))
+      request.end(body)
+    })
+  const worker = async () => {
+    for (let i = next++; i < total; i = next++) {
+      const due = start + (i * 1000) / rate - performance.now()
+      if (due > 0) await new Promise((resolve) => setTimeout(resolve, due))
+      await post()
+    }
+  }
+  await Promise.all(Array.from({ length: connections }, worker))
+  const elapsedS = (performance.now() - start) / 1000
+  agent.destroy()
+  return { orders, errors, requestsPerSecond: (orders.length + errors) / elapsedS }
+}

@@ -1,14 +1,13 @@
 import * as amqp from "amqplib"
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
-import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { bundle, SERVICE_ENTRIES } from "../scripts/build"
-import { commandProperties } from "../src/messaging/SendNotificationCommand"
+import { commandProperties } from "../src/contracts/SendNotificationCommand"
 import { uuidv7 } from "../src/domain/uuidv7"
-import type { SendNotificationCommand } from "../src/messaging/SendNotificationCommand"
+import type { SendNotificationCommand } from "../src/contracts/SendNotificationCommand"
 
 export const AMQP_URL = (process.env.AMQP_URL ?? "amqp://guest:guest@localhost:5672").split(",")[0]!.trim()
 export const ROOT = new URL("..", import.meta.url).pathname
@@ -89,7 +88,10 @@ export const prepareRunner = async (kind: "bundle" | "tsx"): Promise<Runner> => 
       cleanUp: () => undefined
     }
   }
-  const outdir = mkdtempSync(join(tmpdir(), "bench-build-"))
+  // Inside the repository (bench/results/ is git-ignored), so that better-sqlite3, which the bundle
+  // leaves external, is found in its node_modules.
+  mkdirSync(`${ROOT}bench/results`, { recursive: true })
+  const outdir = mkdtempSync(`${ROOT}bench/results/.build-`)
   await bundle(SERVICE_ENTRIES, { outbase: "src", outdir: join(outdir, "src") })
   await bundle(BASELINE_ENTRIES, { outbase: "bench/baseline", outdir: join(outdir, "bench/baseline") })
   return {
@@ -176,6 +178,65 @@ export const waitForHttp = async (url: string, timeoutMs: number) => {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The benchmark's own virtual host. The notification service publishes an event per command to the
+// `notification.events` exchange, whose name is fixed: in a shared vhost, every drain run's events
+// would also land in whatever queues others have bound to it (an order service's default
+// `order_service.notification_events`, someone's test). On this machine's broker (rabbitmqctl works)
+// the benchmark therefore runs in a vhost of its own, deleted at the end with all it holds.
+
+export interface Vhost {
+  /** The broker URL every service and the benchmark's own connection use. */
+  readonly url: string
+  /** What was chosen, for the report. */
+  readonly description: string
+  readonly remove: () => void
+}
+
+const rabbitmqctl = (...args: ReadonlyArray<string>) => {
+  const run = spawnSync("rabbitmqctl", args, { encoding: "utf8", timeout: 60_000 })
+  if (run.error !== undefined || run.status !== 0) throw new Error(`rabbitmqctl ${args.join(" ")}: ${run.error?.message ?? run.stderr.trim()}`)
+}
+
+/** `BENCH_VHOST=shared` keeps AMQP_URL's vhost; otherwise one of the benchmark's own, where it can make one. */
+export const prepareVhost = (): Vhost => {
+  const shared = (why: string): Vhost => ({
+    url: AMQP_URL,
+    description: `AMQP_URL's vhost (${why}): events also reach any queue others bound to notification.events`,
+    remove: () => undefined
+  })
+  if (process.env.BENCH_VHOST === "shared") return shared("BENCH_VHOST=shared")
+  const url = new URL(AMQP_URL)
+  if (!["localhost", "127.0.0.1", "[::1]"].includes(url.hostname)) return shared("the broker is not this machine's")
+  const vhost = `bench-${randomUUID().slice(0, 8)}`
+  try {
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, decodeURIComponent(url.username || "guest"), ".*", ".*", ".*")
+  } catch (error) {
+    try {
+      rabbitmqctl("delete_vhost", vhost)
+    } catch {
+      // it was never made
+    }
+    return shared(`no vhost of its own: ${(error as Error).message.split("\n")[0]}`)
+  }
+  url.pathname = `/${encodeURIComponent(vhost)}`
+  let removed = false
+  return {
+    url: url.toString(),
+    description: `a vhost of its own (${vhost}), deleted at the end`,
+    remove: () => {
+      if (removed) return
+      removed = true
+      try {
+        rabbitmqctl("delete_vhost", vhost)
+      } catch (error) {
+        console.error(`could not delete the vhost ${vhost}: ${(error as Error).message}`)
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The benchmark's own broker connection: declares and pre-fills queues, and deletes every queue
 // it was told about when the run ends.
 
@@ -190,8 +251,8 @@ export interface Broker {
   readonly close: () => Promise<void>
 }
 
-export const connectBroker = async (): Promise<Broker> => {
-  const connection = await amqp.connect(AMQP_URL, { noDelay: true })
+export const connectBroker = async (url: string): Promise<Broker> => {
+  const connection = await amqp.connect(url, { noDelay: true })
   const channel = await connection.createConfirmChannel()
   const queues = new Set<string>()
   const deleteQueue = async (queue: string) => {
@@ -215,7 +276,7 @@ export const connectBroker = async (): Promise<Broker> => {
       for (let sent = 0; sent < count; ) {
         for (const end = Math.min(count, sent + BATCH); sent < end; sent++) {
           const command = { orderId: uuidv7(), userId: 42 } as SendNotificationCommand
-          channel.sendToQueue(queue, Buffer.from(JSON.stringify(command)), commandProperties(command, "bench"))
+          channel.sendToQueue(queue, Buffer.from(JSON.stringify(command)), commandProperties(command.orderId, "bench"))
         }
         await channel.waitForConfirms()
       }
