@@ -16,11 +16,10 @@ const HealthHandlers = HttpApiBuilder.group(NotificationApi, "health", (handlers
 
 /** Health and metrics on `NOTIFICATION_HEALTH_PORT`. */
 export const HttpLive = serveGracefully(
-  (trackRequests) =>
-    HttpApiBuilder.serve(trackRequests).pipe(
-      Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
-      Layer.provide(MetricsRoute({ serviceName: "notification-service", include: NOTIFICATION_METRICS })),
-      Layer.provide(HttpApiBuilder.api(NotificationApi).pipe(Layer.provide(HealthHandlers)))
-    ),
+  HttpApiBuilder.serve().pipe(
+    Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
+    Layer.provide(MetricsRoute({ serviceName: "notification-service", include: NOTIFICATION_METRICS })),
+    Layer.provide(HttpApiBuilder.api(NotificationApi).pipe(Layer.provide(HealthHandlers)))
+  ),
   Config.map(NotificationConfig, ({ healthPort }) => healthPort)
 )

@@ -1,7 +1,7 @@
 import { HttpApiBuilder, HttpApp, HttpServerResponse } from "@effect/platform"
 import { Config, Effect, Layer, Option } from "effect"
 import { MetricsRoute, ORDER_METRICS } from "../observability/Metrics"
-import { type RequestMiddleware, serveGracefully } from "../runtime/GracefulHttpServer"
+import { serveGracefully } from "../runtime/GracefulHttpServer"
 import { live } from "../runtime/Health"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
 import { DocsLive } from "./Docs"
@@ -64,19 +64,15 @@ const HealthHandlers = HttpApiBuilder.group(OrderApi, "health", (handlers) =>
 const ApiLive = HttpApiBuilder.api(OrderApi).pipe(Layer.provide([OrdersHandlers, HealthHandlers]))
 
 /**
- * The order API's routes; `trackRequests` lets the server drain them at shutdown. Every route,
- * `POST /orders` included, goes through the one `HttpApi` pipeline (see docs/performance.md).
+ * The order API's routes. Every route, `POST /orders` included, goes through the one `HttpApi`
+ * pipeline: one definition of validation, docs, errors and tracing (its cost: docs/performance.md).
  */
-const routes = (trackRequests?: RequestMiddleware) =>
-  HttpApiBuilder.serve(trackRequests).pipe(
-    Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
-    // Beside the API: GET /docs, /openapi.json and /metrics.
-    Layer.provide([DocsLive, MetricsRoute({ serviceName: "order-service", include: ORDER_METRICS })]),
-    Layer.provide(ApiLive)
-  )
-
-/** The order API's routes on whichever `HttpServer` is provided (tests use `NodeHttpServer.layerTest`). */
-export const HttpRoutes = routes()
+export const HttpRoutes = HttpApiBuilder.serve().pipe(
+  Layer.provide(HttpApiBuilder.middleware(answerEveryErrorWithJson)),
+  // Beside the API: GET /docs, /openapi.json and /metrics.
+  Layer.provide([DocsLive, MetricsRoute({ serviceName: "order-service", include: ORDER_METRICS })]),
+  Layer.provide(ApiLive)
+)
 
 /** The order API on `PORT`. On shutdown, in-flight requests finish and are answered first. */
-export const HttpLive = serveGracefully(routes, Config.map(OrderConfig, ({ port }) => port))
+export const HttpLive = serveGracefully(HttpRoutes, Config.map(OrderConfig, ({ port }) => port))

@@ -1,11 +1,9 @@
-import { HttpApp, HttpServer, HttpServerResponse } from "@effect/platform"
+import { HttpServer } from "@effect/platform"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { type Config, Effect, Layer } from "effect"
-import { createServer } from "node:http"
+import { createServer, type ServerResponse } from "node:http"
 import { SharedConfig } from "../config/SharedConfig"
 import { atMost } from "./atMost"
-
-export type RequestMiddleware = (app: HttpApp.Default) => HttpApp.Default
 
 /**
  * Serves `routes` on a Node HTTP server on `port` that shuts down without stranding a request.
@@ -15,35 +13,38 @@ export type RequestMiddleware = (app: HttpApp.Default) => HttpApp.Default
  * never ends, so the service never exits. Here, before that, the server stops listening, answers
  * what is in flight with `Connection: close` (so clients do not reuse those connections), waits
  * for those answers (at most SHUTDOWN_TIMEOUT_MS), and only then closes what connections remain.
+ *
+ * Requests are counted on Node's own request and response, not in an Effect middleware: a request
+ * whose connection the platform drops (a chunked body over the limit) never finishes its Effect, and
+ * would have held every shutdown for the whole timeout.
  */
-export const serveGracefully = <E, R>(
-  routes: (trackRequests: RequestMiddleware) => Layer.Layer<never, E, R>,
-  port: Config.Config<number>
-) =>
+export const serveGracefully = <E, R>(routes: Layer.Layer<never, E, R>, port: Config.Config<number>) =>
   Layer.unwrapEffect(
     Effect.gen(function*() {
       const { shutdownTimeout } = yield* SharedConfig
       const server = createServer()
       let closing = false
-      let inFlight = 0
       let whenIdle: (() => void) | undefined
-      const finished = () => {
-        if (--inFlight === 0) whenIdle?.()
-      }
+      const inFlight = new ResponseSlots()
 
-      const closeWhenClosing = (_: unknown, response: HttpServerResponse.HttpServerResponse) =>
-        Effect.succeed(closing ? HttpServerResponse.setHeader(response, "connection", "close") : response)
-
-      const trackRequests: RequestMiddleware = (app) =>
-        Effect.suspend(() => {
-          inFlight++
-          return Effect.zipRight(HttpApp.appendPreResponseHandler(closeWhenClosing), app)
-        }).pipe(Effect.ensuring(Effect.sync(finished)))
+      // Registered before the platform's own listener, so this runs first for every request.
+      server.on("request", (_, response: ServerResponse) => {
+        if (closing) response.setHeader("connection", "close")
+        const slot = inFlight.add(response)
+        // 'close' follows the last byte of the answer, or the connection going away.
+        response.once("close", () => {
+          inFlight.remove(slot)
+          if (inFlight.size === 0) whenIdle?.()
+        })
+      })
 
       const drainInFlight = Effect.async<void>((resume) => {
         closing = true
+        inFlight.forEach((response) => {
+          if (!response.headersSent) response.setHeader("connection", "close")
+        })
         server.close() // stop listening; also closes the idle keep-alive connections
-        if (inFlight === 0) resume(Effect.void)
+        if (inFlight.size === 0) resume(Effect.void)
         else whenIdle = () => resume(Effect.void)
       }).pipe(
         atMost(shutdownTimeout),
@@ -52,9 +53,40 @@ export const serveGracefully = <E, R>(
 
       // Built after the routes, so this finalizer runs before theirs detaches the handler.
       return Layer.scopedDiscard(Effect.addFinalizer(() => drainInFlight)).pipe(
-        Layer.provide(routes(trackRequests)),
+        Layer.provide(routes),
         HttpServer.withLogAddress,
         Layer.provide(NodeHttpServer.layer(() => server, { port: yield* port }))
       )
     })
   )
+
+/**
+ * The responses in flight, each in a slot of one array until it is removed; freed slots are reused.
+ *
+ * Not a `Set`: a long-lived `Set` that takes and drops a response per request kept responses (and
+ * all they hold) alive through V8's young-generation collections after they were done, so they
+ * were promoted to the old generation and left there for a full collection to reclaim (see
+ * docs/performance.md). Clearing a slot leaves no reference behind.
+ */
+class ResponseSlots {
+  private readonly slots: Array<ServerResponse | undefined> = []
+  private readonly freeSlots: Array<number> = []
+  size = 0
+
+  add(response: ServerResponse): number {
+    const slot = this.freeSlots.pop() ?? this.slots.length
+    this.slots[slot] = response
+    this.size++
+    return slot
+  }
+
+  remove(slot: number): void {
+    this.slots[slot] = undefined
+    this.freeSlots.push(slot)
+    this.size--
+  }
+
+  forEach(f: (response: ServerResponse) => void): void {
+    for (const response of this.slots) if (response !== undefined) f(response)
+  }
+}
