@@ -41,14 +41,19 @@ export class Orders extends Effect.Service<Orders>()("order/Orders", {
     const relay = yield* OutboxRelay
     const { outboxMaxPending } = yield* OrderConfig
 
+    const outboxFull = Effect.suspend(() => {
+      ordersRefused.unsafeUpdate(1, REFUSED_OUTBOX_FULL)
+      return Effect.fail(new OutboxFull({
+        message: `${outboxMaxPending} commands already wait for the broker; nothing was stored. Retry later`
+      }))
+    })
+
     const create = (userId: UserId, idempotencyKey: Option.Option<string>) =>
       Effect.gen(function*() {
-        if (relay.backlog().pending >= outboxMaxPending) {
-          ordersRefused.unsafeUpdate(1, REFUSED_OUTBOX_FULL)
-          return yield* new OutboxFull({
-            message: `${outboxMaxPending} commands already wait for the broker; nothing was stored. Retry later`
-          })
-        }
+        // While the outbox is full, a request with a key may still be a replay of one already
+        // stored, which must get its first answer: only new orders are refused.
+        const full = relay.backlog().pending >= outboxMaxPending
+        if (full && Option.isNone(idempotencyKey)) return yield* outboxFull
         // Both fields are valid by construction (a fresh UUIDv7, a userId the API decoded).
         const command = new SendNotificationCommand({ orderId: makeOrderId(), userId }, true)
         const created = yield* store.createOrder({
@@ -57,8 +62,11 @@ export class Orders extends Effect.Service<Orders>()("order/Orders", {
           body: encodeCommand(command).toString("utf8"),
           // The request's trace goes on from the relay's publish.
           headers: yield* currentTraceHeaders,
-          idempotency: Option.map(idempotencyKey, (key) => ({ key, requestHash: requestHash(userId) }))
-        }).pipe(Effect.catchTag("SqlError", storeUnavailable))
+          idempotency: Option.map(idempotencyKey, (key) => ({ key, requestHash: requestHash(userId) })),
+          replayOnly: full
+        }).pipe(
+          Effect.catchTags({ SqlError: storeUnavailable, NewOrderRefused: () => outboxFull })
+        )
         if (created.replayed) {
           ordersReplayed.unsafeUpdate(1, NO_LABELS)
         } else {

@@ -255,6 +255,31 @@ describe("POST /orders", () => {
     }).pipe(Effect.provide(orderApi({ relay, env: { OUTBOX_MAX_PENDING: "2" } })))
   })
 
+  it.scoped("while OUTBOX_MAX_PENDING commands wait, still answers a replay with its first answer, and refuses a new key without keeping it", () => {
+    const relay = relayDouble()
+    return Effect.gen(function*() {
+      const first = yield* postOrder(42, "kept")
+      const firstBody = yield* jsonOf(first)
+      relay.state.pending = 1 // the limit below: the outbox is full now
+      const replayed = yield* postOrder(42, "kept")
+      expect(replayed.status).toBe(201)
+      expect(replayed.headers["idempotent-replayed"]).toBe("true")
+      expect((yield* jsonOf(replayed)).order.orderId).toBe(firstBody.order.orderId)
+
+      const refused = yield* postOrder(42, "new")
+      expect(refused.status).toBe(503)
+      expect((yield* jsonOf(refused))._tag).toBe("OutboxFull")
+      expect(yield* storedOrders(42)).toHaveLength(1)
+
+      // The refused key was rolled back with its order: once there is room, it makes the order.
+      relay.state.pending = 0
+      const later = yield* postOrder(42, "new")
+      expect(later.status).toBe(201)
+      expect(later.headers["idempotent-replayed"]).toBeUndefined()
+      expect(yield* storedOrders(42)).toHaveLength(2)
+    }).pipe(Effect.provide(orderApi({ relay, env: { OUTBOX_MAX_PENDING: "1" } })))
+  })
+
   it.scoped("answers 201 while the broker is down: the order waits in the outbox", () => {
     const relay = relayDouble({ brokerUp: false })
     return Effect.gen(function*() {

@@ -23,7 +23,12 @@ export interface NewOrder {
   readonly body: string
   readonly headers: Record<string, string> | undefined
   readonly idempotency: Option.Option<{ readonly key: string; readonly requestHash: string }>
+  /** Only a replay may be answered (the outbox is full): a new order fails with `NewOrderRefused`. */
+  readonly replayOnly?: boolean
 }
+
+/** `replayOnly` was asked and the request is not a replay: nothing was stored. */
+export class NewOrderRefused extends Data.TaggedError("NewOrderRefused") {}
 
 export interface CreatedOrder {
   readonly order: OrderRecord
@@ -166,7 +171,7 @@ export class OrderStore extends Effect.Service<OrderStore>()("order/OrderStore",
 
     const createOrder = Effect.fn("OrderStore.createOrder")(function*(
       input: NewOrder
-    ): Effect.fn.Return<CreatedOrder, SqlError | IdempotencyKeyReused> {
+    ): Effect.fn.Return<CreatedOrder, SqlError | IdempotencyKeyReused | NewOrderRefused> {
       const attempt = inTransaction(Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         if (Option.isSome(input.idempotency)) {
@@ -178,6 +183,8 @@ export class OrderStore extends Effect.Service<OrderStore>()("order/OrderStore",
           } ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`
           if (taken.length === 0) return yield* replay(key, requestHash)
         }
+        // Failing rolls the key back too.
+        if (input.replayOnly === true) return yield* new NewOrderRefused()
         yield* sql`INSERT INTO orders ${
           sql.insert({
             order_id: input.orderId,
