@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import {
   acceptedIds,
-  alarmInEffect,
+  blockPublishing,
   brokerRestoredOnExit,
   faultQueue,
   killAndDrain,
@@ -13,22 +13,11 @@ import {
   settleStoreAccount,
   startNotificationService,
   startOrderService,
+  unblockPublishing,
   until
 } from "../support/faultRig"
-import { rabbitmqctl } from "../support/privateBroker"
 
 const CONCURRENCY = 4
-
-/** A memory high watermark no node can stay under raises the alarm at once: the broker blocks publishers. */
-const blockPublishing = Effect.zipRight(
-  Effect.promise(() => rabbitmqctl("set_vm_memory_high_watermark", "0.000001")),
-  until(alarmInEffect, (alarm) => alarm, { what: "the memory alarm" })
-)
-
-const unblockPublishing = Effect.zipRight(
-  Effect.promise(() => rabbitmqctl("set_vm_memory_high_watermark", "0.4")),
-  until(alarmInEffect, (alarm) => !alarm, { what: "the memory alarm to clear" })
-)
 
 describe("a broker that blocks publishing (memory alarm)", () => {
   it.scopedLive("accepts orders while blocked, keeps their commands in the outbox, and relays them all when the alarm clears", () =>

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import {
   acceptedIds,
-  alarmInEffect,
+  blockPublishing,
   brokerRestoredOnExit,
   faultQueue,
   killAndDrain,
@@ -14,10 +14,9 @@ import {
   settleStoreAccount,
   startNotificationService,
   startOrderService,
-  until,
+  unblockPublishing,
   waitForReadiness
 } from "../support/faultRig"
-import { rabbitmqctl } from "../support/privateBroker"
 import { privatePostgres } from "../support/privatePostgres"
 
 describe("the order store fails under the order service (a PostgreSQL of the suite's own)", () => {
@@ -85,14 +84,12 @@ describe("the order store fails under the order service (a PostgreSQL of the sui
       ]
       yield* startNotificationService(queue, { NOTIFICATION_PREFETCH: 50 })
       // Blocked, no replica can publish: the burst's commands stay in the outbox, claimed by the first.
-      yield* Effect.promise(() => rabbitmqctl("set_vm_memory_high_watermark", "0.000001"))
-      yield* until(alarmInEffect, (alarm) => alarm, { what: "the memory alarm" })
+      yield* blockPublishing
       const burst = yield* postOrders(first.port, 200, 8)
       expect(burst.filter((a) => a.status !== 201)).toEqual([])
       yield* killAndDrain(first, "SIGKILL")
       const killedAt = Date.now()
-      yield* Effect.promise(() => rabbitmqctl("set_vm_memory_high_watermark", "0.4"))
-      yield* until(alarmInEffect, (alarm) => !alarm, { what: "the memory alarm to clear" })
+      yield* unblockPublishing
 
       const account = yield* settleStoreAccount(second.port, acceptedIds(burst))
       const takenOverMs = Date.now() - killedAt

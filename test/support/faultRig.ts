@@ -224,6 +224,17 @@ export const alarmInEffect = Effect.promise(
     )
 )
 
+/** A memory high watermark no node can stay under raises the alarm at once: the broker blocks publishers. */
+export const blockPublishing = Effect.zipRight(
+  Effect.promise(() => rabbitmqctl("set_vm_memory_high_watermark", "0.000001")),
+  until(alarmInEffect, (alarm) => alarm, { what: "the memory alarm" })
+)
+
+export const unblockPublishing = Effect.zipRight(
+  Effect.promise(() => rabbitmqctl("set_vm_memory_high_watermark", "0.4")),
+  until(alarmInEffect, (alarm) => !alarm, { what: "the memory alarm to clear" })
+)
+
 /** Messages in a queue on the private node, ready and unacknowledged, at this moment (see `countMessages`). */
 export const queueDepth = (queue: string) => Effect.promise(() => countMessages(rabbitmqctl, queue))
 
