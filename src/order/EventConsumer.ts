@@ -1,6 +1,5 @@
 import type * as amqp from "amqplib"
-import { SqlError } from "@effect/sql/SqlError"
-import { Context, Duration, Effect, Either, Layer } from "effect"
+import { Context, Effect, Either, Layer } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
 import { decodeEvent, EVENTS_EXCHANGE, NotificationSentEvent, type ReceivedEvent } from "../contracts/NotificationEvents"
 import { consumeQueue } from "../messaging/QueueConsumer"
@@ -10,7 +9,7 @@ import { tracingEnabled, withConsumeSpan } from "../observability/TraceContext"
 import { backoff } from "../runtime/backoff"
 import { OrderConfig } from "./OrderConfig"
 import { EVENT_OUTCOMES, eventsConsumed, TO_FAILED, TO_NOTIFIED, statusTransitions } from "./OrderMetrics"
-import { OrderStore } from "./store/OrderStore"
+import { abandonAfter, OrderStore, STORE_CALL_TIMEOUT } from "./store/OrderStore"
 
 /** Events applied at once: each is one short store transaction. */
 const EVENTS_PREFETCH = 50
@@ -23,22 +22,6 @@ export const declareEventsQueue = (channel: amqp.Channel, queue: string) =>
   declareTopicExchange(channel, EVENTS_EXCHANGE).pipe(
     Effect.zipRight(declareWorkQueue(channel, queue)),
     Effect.zipRight(bindQueue(channel, queue, EVENTS_EXCHANGE, "notification.*"))
-  )
-
-/**
- * A store call that has not answered by then is abandoned (left to finish or fail on its own) and
- * tried again: a connection lost in the middle of a transaction can leave its query unanswered, and
- * the delivery would wait for it forever.
- */
-export const STORE_CALL_TIMEOUT = Duration.seconds(10)
-
-export const abandonAfter = (duration: Duration.Duration) => <A>(call: Effect.Effect<A, SqlError>) =>
-  call.pipe(
-    Effect.disconnect,
-    Effect.timeoutFail({
-      duration,
-      onTimeout: () => new SqlError({ message: `The order store did not answer within ${Duration.format(duration)}` })
-    })
   )
 
 /** While the store is failing, an event is applied again at this pace (it stays unsettled meanwhile). */

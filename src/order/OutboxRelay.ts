@@ -6,12 +6,13 @@ import { makeConfirmedPublisher } from "../messaging/ConfirmedPublisher"
 import { declareWorkQueue } from "../messaging/QueueTopology"
 import { NO_LABELS } from "../observability/Metrics"
 import { currentTraceHeaders, parseTraceparent, tracingEnabled } from "../observability/TraceContext"
+import { atMost } from "../runtime/atMost"
 import { backoff } from "../runtime/backoff"
-import { abandonAfter, declareEventsQueue, STORE_CALL_TIMEOUT } from "./EventConsumer"
+import { declareEventsQueue } from "./EventConsumer"
 import { OrderConfig } from "./OrderConfig"
 import { outboxLag, outboxOldestSeconds, outboxPending, relayFailed, relayPublished, statusTransitions, TO_QUEUED } from "./OrderMetrics"
 import type { OutboxEntry } from "./store/OrderRecord"
-import { OrderStore } from "./store/OrderStore"
+import { abandonAfter, OrderStore, STORE_CALL_TIMEOUT } from "./store/OrderStore"
 
 export const APP_ID = "order-service"
 
@@ -57,7 +58,7 @@ export class OutboxRelay extends Context.Tag("order/OutboxRelay")<OutboxRelay, {
 
 const make = Effect.gen(function*() {
   const store = yield* OrderStore
-  const { commandQueue, publishTimeout } = yield* SharedConfig
+  const { commandQueue, publishTimeout, shutdownTimeout } = yield* SharedConfig
   const { eventsQueue } = yield* OrderConfig
   const tracing = yield* tracingEnabled
   const publisher = yield* makeConfirmedPublisher({
@@ -122,8 +123,8 @@ const make = Effect.gen(function*() {
     return entries.length
   })
 
-  const drainOutbox = relayBatch.pipe(
-    Effect.repeat({ while: (claimed) => claimed === BATCH_SIZE }),
+  const drainBatches = relayBatch.pipe(Effect.repeat({ while: (claimed) => claimed === BATCH_SIZE }))
+  const drainOutbox = drainBatches.pipe(
     Effect.tapError((error) => Effect.logWarning(`Outbox relay: ${error.message}; retrying with backoff`)),
     Effect.retry(relayBackoff)
   )
@@ -133,6 +134,10 @@ const make = Effect.gen(function*() {
   const relayOnce = drainOutbox.pipe(
     Effect.catchAllDefect((defect) => Effect.logError("Outbox relay failed unexpectedly; retrying", defect))
   )
+  // Added before the loop is forked, so it runs after the loop has been interrupted: at shutdown,
+  // what was committed up to the last request goes out now, if the broker takes it in time; what
+  // does not stays in the outbox for the next start.
+  yield* Effect.addFinalizer(() => drainBatches.pipe(atMost(shutdownTimeout)))
   yield* Effect.forkScoped(Effect.forever(Effect.zipRight(relayOnce, waitForWork)))
 
   const countBacklog = store.outboxStats.pipe(

@@ -3,7 +3,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { existsSync } from "node:fs"
 import { chromium } from "playwright-core"
-import { eventually, testBroker, uniqueQueueName } from "../support/broker"
+import { eventually, nextMessage, testBroker, uniqueQueueName } from "../support/broker"
 import { orderService } from "../support/services"
 
 /**
@@ -79,9 +79,9 @@ describe("GET /docs in headless Chromium", () => {
         const { order } = JSON.parse(shown) as { order: { orderId: string; userId: number } }
         expect(order.userId).toBe(42)
 
-        // The order the page created is a real one: its command is in the queue.
-        const message = yield* Effect.promise(() => channel.get(queue, { noAck: true }))
-        expect(message && JSON.parse(message.content.toString())).toEqual({ orderId: order.orderId, userId: 42 })
+        // The order the page created is a real one: the relay puts its command on the queue.
+        const message = yield* nextMessage(channel, queue).pipe(Effect.timeout("10 seconds"))
+        expect(JSON.parse(message.content.toString())).toEqual({ orderId: order.orderId, userId: 42 })
 
         // Offline: the page loaded nothing from anywhere but the service.
         expect(requestsOffMachine).toEqual([])

@@ -122,6 +122,23 @@ const dieOnParseError = <A, E, R>(effect: Effect.Effect<A, E | ParseResult.Parse
 const normalise = (orderId: OrderId) => orderId.toLowerCase()
 
 /**
+ * For the background callers (the relay, the event consumer): a store call that has not answered by
+ * then is abandoned, left to finish or fail on its own, so that the caller can try again. A
+ * connection cut off without a reset leaves its query unanswered until TCP gives up, and the
+ * caller would wait that long.
+ */
+export const STORE_CALL_TIMEOUT = Duration.seconds(10)
+
+export const abandonAfter = (duration: Duration.Duration) => <A>(call: Effect.Effect<A, SqlError>) =>
+  call.pipe(
+    Effect.disconnect,
+    Effect.timeoutFail({
+      duration,
+      onTimeout: () => new SqlError({ message: `The order store did not answer within ${Duration.format(duration)}` })
+    })
+  )
+
+/**
  * The order store: orders, their commands waiting in the outbox (transactional outbox),
  * idempotency keys and the events applied, over the SQL client of `Database.ts`.
  */
