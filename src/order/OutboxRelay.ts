@@ -98,8 +98,13 @@ const make = Effect.gen(function*() {
   }
   const publish = tracing ? publishTraced : publishEntry
 
-  /** One batch: claimed, published, and the confirmed ones marked queued. How many were claimed. */
-  const relayBatch: Effect.Effect<number, SqlError | RelayIncomplete> = Effect.gen(function*() {
+  /**
+   * One batch: claimed, published, and the confirmed ones marked queued; how many were claimed.
+   * Uninterruptible: a batch stopped between its confirms and marking them queued would leave
+   * commands the broker has in the outbox, and they would be published twice. Each step is bounded
+   * (PUBLISH_TIMEOUT_MS for a confirm, STORE_CALL_TIMEOUT for a store call).
+   */
+  const relayBatch: Effect.Effect<number, SqlError | RelayIncomplete> = Effect.uninterruptible(Effect.gen(function*() {
     // Untraced, as is marking them queued: most claims (the poll's) find nothing; each publish has its span.
     const entries = yield* abandonAfter(STORE_CALL_TIMEOUT)(store.claimOutbox(BATCH_SIZE)).pipe(Effect.withTracerEnabled(false))
     if (entries.length === 0) return 0
@@ -121,7 +126,7 @@ const make = Effect.gen(function*() {
       return yield* new RelayIncomplete({ failed: failures.length, reason: failures[0]!.message })
     }
     return entries.length
-  })
+  }))
 
   const drainBatches = relayBatch.pipe(Effect.repeat({ while: (claimed) => claimed === BATCH_SIZE }))
   const drainOutbox = drainBatches.pipe(
@@ -134,9 +139,9 @@ const make = Effect.gen(function*() {
   const relayOnce = drainOutbox.pipe(
     Effect.catchAllDefect((defect) => Effect.logError("Outbox relay failed unexpectedly; retrying", defect))
   )
-  // Added before the loop is forked, so it runs after the loop has been interrupted: at shutdown,
-  // what was committed up to the last request goes out now, if the broker takes it in time; what
-  // does not stays in the outbox for the next start.
+  // Added before the loop is forked, so it runs after the loop has stopped (between batches): at
+  // shutdown, what was committed up to the last request goes out now, if the broker takes it in
+  // time; what does not stays in the outbox for the next start.
   yield* Effect.addFinalizer(() => drainBatches.pipe(atMost(shutdownTimeout)))
   yield* Effect.forkScoped(Effect.forever(Effect.zipRight(relayOnce, waitForWork)))
 
