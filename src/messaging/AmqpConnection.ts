@@ -36,7 +36,7 @@ const BROKER_OPERATION_TIMEOUT = Duration.seconds(5)
  * Reconnection backoff: 100 ms doubling, jittered, capped at 2 s so that a service is back within
  * about two seconds of the broker's return.
  */
-export const reconnectSchedule = backoff("2 seconds")
+const reconnectSchedule = backoff("2 seconds")
 
 /** Session restarts on a live connection (a channel closed by the broker, a queue mismatch). */
 const sessionRestartSchedule = Schedule.exponential("200 millis").pipe(

@@ -2,7 +2,7 @@ import { Effect, Layer, Schedule } from "effect"
 import { OrderStore } from "./store/OrderStore"
 
 /** How long an `Idempotency-Key` is honoured (contract §4: at least 24 hours). */
-export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000
+const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000
 
 /** How often expired keys are removed; a key lives at most this much past its window. */
 const SWEEP_INTERVAL = "10 minutes"

@@ -12,20 +12,20 @@ import { OutboxRelay } from "./OutboxRelay"
 import type { IdempotencyKeyReused, OrderRecord } from "./store/OrderRecord"
 import { OrderStore } from "./store/OrderStore"
 
-/** What a store failure tells the client: nothing was stored, try again. */
-const storeUnavailable = (error: SqlError) => {
-  ordersRefused.unsafeUpdate(1, REFUSED_STORE)
-  return Effect.zipRight(
-    Effect.logWarning(`The order store failed: ${error.message}`),
-    Effect.fail(new StoreUnavailable({ message: "The order store is unavailable; nothing was stored. Retry later" }))
-  )
-}
-
-const lookupFailed = (error: SqlError) =>
+/** A store failure, logged, and told to the client as `StoreUnavailable` with `message`. */
+const storeFailed = (message: string) => (error: SqlError) =>
   Effect.zipRight(
     Effect.logWarning(`The order store failed: ${error.message}`),
-    Effect.fail(new StoreUnavailable({ message: "The order store is unavailable. Retry later" }))
+    Effect.fail(new StoreUnavailable({ message }))
   )
+
+/** Creating an order: nothing was stored, try again. */
+const storeUnavailable = (error: SqlError) => {
+  ordersRefused.unsafeUpdate(1, REFUSED_STORE)
+  return storeFailed("The order store is unavailable; nothing was stored. Retry later")(error)
+}
+
+const lookupFailed = storeFailed("The order store is unavailable. Retry later")
 
 /** The request an `Idempotency-Key` stands for: its decoded body, so that formatting does not count. */
 const requestHash = (userId: UserId) => createHash("sha256").update(JSON.stringify({ userId })).digest("base64url")

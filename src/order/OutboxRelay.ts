@@ -14,7 +14,7 @@ import { outboxLag, outboxOldestSeconds, outboxPending, relayFailed, relayPublis
 import type { OutboxEntry } from "./store/OrderRecord"
 import { abandonAfter, OrderStore, STORE_CALL_TIMEOUT } from "./store/OrderStore"
 
-export const APP_ID = "order-service"
+const APP_ID = "order-service"
 
 /** Commands taken from the outbox at once; a full batch is followed at once by the next. */
 const BATCH_SIZE = 500
