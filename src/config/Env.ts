@@ -43,11 +43,12 @@ export const oneOf = <const Choices extends ReadonlyArray<string>>(name: string,
 export const validString = (name: string, fallback: string, expects: string, isValid: (raw: string) => boolean) =>
   variable(name, fallback, expects, (raw) => (isValid(raw) ? raw : undefined))
 
-// RabbitMQ queue names are at most 255 bytes, and the dead-letter queue appends ".dlq".
-const isQueueName = (name: string) => Buffer.byteLength(name) <= 251 && !name.startsWith("amq.")
+// RabbitMQ queue names are at most 255 bytes, and the queues beside a queue append at most 16
+// (".retry.3600000ms" for the longest retry delay; ".dlq").
+const isQueueName = (name: string) => Buffer.byteLength(name) <= 239 && !name.startsWith("amq.")
 
 export const queueName = (name: string, fallback: string) =>
-  validString(name, fallback, "a queue name of at most 251 bytes not starting with \"amq.\"", isQueueName)
+  validString(name, fallback, "a queue name of at most 239 bytes not starting with \"amq.\"", isQueueName)
 
 /** Hides the password of every `scheme://user:password@` in a value that is echoed back. */
 const maskPasswords = (raw: string) => raw.replace(/(\/\/[^:/@,]*:)[^@,]*@/g, "$1***@")

@@ -109,6 +109,22 @@ const writeFramesInBatches = (model: amqp.ChannelModel): amqp.ChannelModel => {
   return model
 }
 
+/**
+ * One attempt to open a connection to `url`, as every client of ours opens it (the services, and
+ * the `dlq` tool); `connectionName` shows in the management UI and `rabbitmqctl list_connections`.
+ */
+export const connectTo = (url: Redacted.Redacted<string>, connectionName: string) =>
+  Effect.tryPromise({
+    try: () =>
+      amqp.connect(Redacted.value(url), {
+        // amqplib leaves Nagle on, which can hold small publishes and acks back ~40 ms.
+        noDelay: true,
+        timeout: Duration.toMillis(BROKER_OPERATION_TIMEOUT),
+        clientProperties: { connection_name: connectionName }
+      }),
+    catch: (cause) => new BrokerUnreachable({ url: redactUrl(url), reason: errorMessage(cause) })
+  }).pipe(Effect.map(writeFramesInBatches))
+
 /** Closes an amqplib connection or channel, ignoring one that is already gone. */
 export const closeQuietly = (resource: { close(): Promise<void> }) =>
   Effect.promise(() => resource.close().catch(() => undefined)).pipe(atMost(BROKER_OPERATION_TIMEOUT))
@@ -142,16 +158,7 @@ const make = (connectionName: string) =>
 
     const connectToNextNode = Effect.suspend(() => {
       const url = amqpUrls[nextNode++ % amqpUrls.length]!
-      return Effect.tryPromise({
-        try: () =>
-          amqp.connect(Redacted.value(url), {
-            // amqplib leaves Nagle on, which can hold small publishes and acks back ~40 ms.
-            noDelay: true,
-            timeout: Duration.toMillis(BROKER_OPERATION_TIMEOUT),
-            clientProperties: { connection_name: connectionName }
-          }),
-        catch: (cause) => new BrokerUnreachable({ url: redactUrl(url), reason: errorMessage(cause) })
-      }).pipe(Effect.map((connection) => ({ connection: writeFramesInBatches(connection), url: redactUrl(url) })))
+      return Effect.map(connectTo(url, connectionName), (connection) => ({ connection, url: redactUrl(url) }))
     })
 
     // Each attempt is acquired on its own: an acquisition cannot be interrupted, and a shutdown

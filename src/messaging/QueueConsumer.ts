@@ -1,8 +1,12 @@
 import type * as amqp from "amqplib"
-import { Deferred, type Duration, Effect, Exit, FiberSet, Ref, type Scope } from "effect"
+import { Clock, Deferred, type Duration, Effect, Exit, FiberSet, Ref, type Scope } from "effect"
 import { atMost } from "../runtime/atMost"
 import { type AckCoalescer, makeAckCoalescer } from "./AckCoalescer"
 import { AmqpConnection, closeQuietly, openChannel } from "./AmqpConnection"
+import { makeConfirmedPublisher } from "./ConfirmedPublisher"
+import { retryQueueOf } from "./DelayedRetry"
+import { copyOptions, withFailure } from "./FailureStory"
+import { deadLetterQueueOf } from "./QueueTopology"
 import { Settlement } from "./Settlement"
 
 const REQUEUE = Settlement.Retry({ reason: "unexpected failure" })
@@ -19,6 +23,8 @@ export interface QueueConsumerOptions<R> {
   readonly settled: (message: amqp.Message, settlement: Settlement) => Effect.Effect<void>
   /** How long a shutdown waits for the deliveries in flight to finish and be settled. */
   readonly shutdownTimeout: Duration.Duration
+  /** How long moving a message to a delay queue or the dead-letter queue waits for the broker's confirm. */
+  readonly publishTimeout: Duration.Duration
 }
 
 /**
@@ -26,19 +32,17 @@ export interface QueueConsumerOptions<R> {
  * means nothing to a newer channel (the broker would close it with 406). If that channel has died,
  * the broker has already put the message back, and will deliver it again. False then.
  */
-const applySettlement = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message, settlement: Settlement) => {
-  // A switch rather than `Settlement.$match`: tsx keeps function names, and each arrow in a
-  // `$match` object then costs a `defineProperty` per call (see docs/performance.md).
+const settleOnChannel = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message, outcome: "ack" | "requeue" | "reject") => {
   try {
-    switch (settlement._tag) {
-      case "Ack":
+    switch (outcome) {
+      case "ack":
         acks.ack(message)
         break
-      case "Retry":
+      case "requeue":
         acks.forget(message)
         channel.reject(message, true)
         break
-      case "DeadLetter":
+      case "reject":
         acks.forget(message)
         channel.reject(message, false)
     }
@@ -51,7 +55,9 @@ const applySettlement = (channel: amqp.Channel, acks: AckCoalescer, message: amq
 /**
  * Consumes `queue` for the life of the surrounding scope, one channel and one consumer per
  * connection, up to `prefetch` deliveries in flight, each settled on the channel that delivered it.
- * Knows nothing of what the messages mean: the feature's `handle` decides each settlement.
+ * Knows nothing of what the messages mean: the feature's `handle` decides each settlement. A message
+ * retried later or dead-lettered is moved by publishing a copy with its failure story on a confirm
+ * channel of its own, so the dead-letter queue says why (the broker's own dead-lettering would not).
  *
  * On shutdown it stops taking deliveries, lets those in flight finish and settle within
  * `shutdownTimeout`, and only then closes the channel. On a channel that died, nothing in flight can
@@ -65,11 +71,63 @@ export const consumeQueue = <R>(
     const subscribed = yield* Ref.make(false)
     const { prefetch, queue, shutdownTimeout } = options
 
+    const publisher = yield* makeConfirmedPublisher({ declare: () => Effect.void, confirmTimeout: options.publishTimeout })
+
+    /**
+     * Moves a copy of the message, its story updated, to `target`, and acks the delivery once the
+     * broker has confirmed the copy (a crash in between leaves both: a duplicate, never a loss). If
+     * the copy is refused, `otherwise` settles the delivery as the broker can without us.
+     */
+    const move = (
+      channel: amqp.Channel,
+      acks: AckCoalescer,
+      message: amqp.Message,
+      move: { readonly target: string; readonly reason: string; readonly attempts: number; readonly waitMillis?: number },
+      otherwise: { readonly outcome: "requeue" | "reject"; readonly instead: string }
+    ) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const headers = withFailure(message, { ...move, failedAt: new Date(now), queue })
+        return publisher.publish("", move.target, message.content, copyOptions(message, headers, move.waitMillis)).pipe(
+          Effect.as(settleOnChannel(channel, acks, message, "ack")),
+          Effect.catchAll((error) =>
+            Effect.as(
+              Effect.logWarning(`Could not move the message to ${move.target} (${error.message}); ${otherwise.instead}`),
+              settleOnChannel(channel, acks, message, otherwise.outcome)
+            )
+          )
+        )
+      })
+
+    const apply = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message, settlement: Settlement) => {
+      // A switch rather than `Settlement.$match`: tsx keeps function names, and each arrow in a
+      // `$match` object then costs a `defineProperty` per call (see docs/performance.md).
+      switch (settlement._tag) {
+        case "Ack":
+          return Effect.succeed(settleOnChannel(channel, acks, message, "ack"))
+        case "Retry":
+          return Effect.succeed(settleOnChannel(channel, acks, message, "requeue"))
+        case "RetryLater":
+          return move(channel, acks, message, {
+            target: retryQueueOf(queue, settlement.delayMillis),
+            reason: settlement.reason,
+            attempts: settlement.attempts,
+            waitMillis: settlement.waitMillis
+          }, { outcome: "requeue", instead: "requeued it for an immediate retry instead" })
+        case "DeadLetter":
+          return move(channel, acks, message, {
+            target: deadLetterQueueOf(queue),
+            reason: settlement.reason,
+            attempts: settlement.attempts
+          }, { outcome: "reject", instead: "rejected it to the dead-letter queue without its story instead" })
+      }
+    }
+
     const handle = (channel: amqp.Channel, acks: AckCoalescer, message: amqp.Message) =>
       Effect.flatMap(decide(message), (settlement) =>
-        applySettlement(channel, acks, message, settlement)
-          ? options.settled(message, settlement)
-          : Effect.logWarning("The channel closed before this delivery was settled; the broker will redeliver it"))
+        Effect.flatMap(apply(channel, acks, message, settlement), (settled) =>
+          settled
+            ? options.settled(message, settlement)
+            : Effect.logWarning("The channel closed before this delivery was settled; the broker will redeliver it")))
 
     // A handler that dies (a bug) must not leave its delivery unsettled for the life of the channel:
     // it is logged and requeued. An interrupted one (shutdown) is left to the broker.

@@ -40,7 +40,7 @@ export class TopologyDeclarationFailed extends Data.TaggedError("TopologyDeclara
 
 const PRECONDITION_FAILED = 406
 
-const declareQueue = (channel: amqp.Channel, queue: string, args: Record<string, unknown>) =>
+export const declareQueue = (channel: amqp.Channel, queue: string, args: Record<string, unknown>) =>
   Effect.tryPromise({
     try: () => channel.assertQueue(queue, { durable: true, arguments: args }),
     catch: (cause) =>

@@ -1,8 +1,9 @@
 import type * as amqp from "amqplib"
-import { Cause, Context, Effect, Either, Exit, FiberRef, HashMap, Layer } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Either, Exit, FiberRef, HashMap, Layer } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
 import { NotificationFailedEvent, NotificationSentEvent } from "../contracts/NotificationEvents"
 import { decodeCommand } from "../contracts/SendNotificationCommand"
+import { declareRetryQueues, decideRetry, type RetryPolicy } from "../messaging/DelayedRetry"
 import { consumeQueue } from "../messaging/QueueConsumer"
 import { declareWorkQueue } from "../messaging/QueueTopology"
 import { deliveryAttempt, Settlement } from "../messaging/Settlement"
@@ -15,39 +16,54 @@ import { NotificationSender } from "./NotificationSender"
 
 /**
  * Decides what becomes of one delivery: a message that is not a valid command is dead-lettered at
- * once (it would fail the same way forever); a failed send is retried until the last attempt.
- * Before a command is settled, its event goes back (`NotificationSent`, or `NotificationFailed`
- * for the last failed attempt), confirmed by the broker, so no settled command loses its event.
+ * once (it would fail the same way forever); a failed send is retried as `policy` says, at once
+ * or after a wait in a delay queue, until its last attempt. Before a command is settled, its event
+ * goes back (`NotificationSent`, or `NotificationFailed` for the last failed attempt), confirmed by
+ * the broker, so no settled command loses its event.
  *
  * Each delivery runs in a fiber of its own, so once it is known to carry a command, the rest of
  * that fiber's log lines (the send's own, and its settlement's) are annotated with the order id.
  */
 export const processDelivery = (
   message: amqp.Message,
-  maxAttempts: number
+  policy: RetryPolicy
 ): Effect.Effect<Settlement, never, NotificationSender | EventPublisher> => {
+  const attempt = deliveryAttempt(message)
   const decoded = decodeCommand(message.content)
   if (Either.isLeft(decoded)) {
-    return Effect.succeed(Settlement.DeadLetter({ reason: `not a valid SendNotificationCommand (${decoded.left})`, poison: true }))
+    return Effect.succeed(Settlement.DeadLetter({
+      reason: `not a valid SendNotificationCommand (${decoded.left})`,
+      poison: true,
+      attempts: attempt
+    }))
   }
   const command = decoded.right
-  const attempt = deliveryAttempt(message)
   return annotateFiberLogs("orderId", command.orderId).pipe(
     Effect.zipRight(NotificationSender),
     Effect.flatMap((sender) => Effect.exit(sender.send(command))),
     Effect.flatMap((sent): Effect.Effect<Settlement, never, EventPublisher> => {
       const { orderId, userId } = command
       if (Exit.isSuccess(sent)) {
-        return publishEvent(new NotificationSentEvent({ orderId, userId, sentAt: new Date() }, true), ACK)
+        return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          publishEvent(new NotificationSentEvent({ orderId, userId, sentAt: new Date(now) }, true), ACK))
       }
       // Shutdown ran out of time mid-send: settle nothing, the broker redelivers.
       if (Cause.isInterruptedOnly(sent.cause)) return Effect.interrupt
       const reason = describeCause(sent.cause)
-      if (attempt < maxAttempts) {
-        return Effect.succeed(Settlement.Retry({ reason: `${reason} (attempt ${attempt} of ${maxAttempts})` }))
-      }
-      const failed = new NotificationFailedEvent({ orderId, userId, reason, attempts: attempt, failedAt: new Date() }, true)
-      return publishEvent(failed, Settlement.DeadLetter({ reason: `${reason}; gave up after ${attempt} attempts`, poison: false }))
+      return Effect.flatMap(decideRetry(policy, attempt), (decision) => {
+        switch (decision._tag) {
+          case "RetryNow":
+            return Effect.succeed(Settlement.Retry({ reason: `${reason} (attempt ${attempt} of ${policy.maxAttempts})` }))
+          case "RetryLater":
+            return Effect.succeed(Settlement.RetryLater({ reason, attempts: attempt, ...decision }))
+          case "GiveUp":
+            return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+              publishEvent(
+                new NotificationFailedEvent({ orderId, userId, reason, attempts: attempt, failedAt: new Date(now) }, true),
+                Settlement.DeadLetter({ reason, poison: false, attempts: attempt })
+              ))
+        }
+      })
     })
   )
 }
@@ -72,13 +88,17 @@ const logSettled = (message: amqp.Message, settlement: Settlement) => {
       return Effect.logDebug(`Notification sent for order ${String(message.properties.messageId ?? "unknown")}`)
     case "Retry":
       return Effect.logWarning(`Send failed, requeued: ${settlement.reason}`)
+    case "RetryLater":
+      return Effect.logWarning(
+        `Send failed, retrying in ${Duration.format(settlement.waitMillis)}: ${settlement.reason} (attempt ${settlement.attempts})`
+      )
     case "DeadLetter":
       return settlement.poison
         // Not a command, so there is no order to name; the message's own id is what there is.
         ? Effect.logError(`Dead-lettered: ${settlement.reason}`).pipe(
           Effect.annotateLogs("messageId", String(message.properties.messageId ?? "none"))
         )
-        : Effect.logError(`Dead-lettered: ${settlement.reason}`)
+        : Effect.logError(`Dead-lettered: ${settlement.reason}; gave up after ${settlement.attempts} attempts`)
   }
 }
 
@@ -89,12 +109,12 @@ export class CommandConsumer extends Context.Tag("notification/CommandConsumer")
 }>() {}
 
 const make = Effect.gen(function*() {
-  const { commandQueue, shutdownTimeout } = yield* SharedConfig
-  const { maxAttempts, prefetch } = yield* NotificationConfig
+  const { commandQueue, publishTimeout, shutdownTimeout } = yield* SharedConfig
+  const { prefetch, retryPolicy } = yield* NotificationConfig
   const tracing = yield* tracingEnabled
 
   const handle = (message: amqp.Message) => {
-    const processed = processDelivery(message, maxAttempts).pipe(observeDelivery(message))
+    const processed = processDelivery(message, retryPolicy).pipe(observeDelivery(message))
     // Continues the publisher's trace from the message headers.
     return tracing ? withConsumeSpan(message, commandQueue, "CommandConsumer.consume")(processed) : processed
   }
@@ -103,10 +123,12 @@ const make = Effect.gen(function*() {
     yield* consumeQueue({
       queue: commandQueue,
       prefetch,
-      declare: (channel) => declareWorkQueue(channel, commandQueue),
+      declare: (channel) =>
+        Effect.zipRight(declareWorkQueue(channel, commandQueue), declareRetryQueues(channel, commandQueue, retryPolicy)),
       handle,
       settled: logSettled,
-      shutdownTimeout
+      shutdownTimeout,
+      publishTimeout
     })
   )
 })

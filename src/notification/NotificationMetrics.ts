@@ -1,5 +1,6 @@
 import type * as amqp from "amqplib"
 import { Effect, Metric, MetricBoundaries } from "effect"
+import { readStory, REPLAYED_AT } from "../messaging/FailureStory"
 import type { Settlement } from "../messaging/Settlement"
 import { label, NO_LABELS, secondsSince } from "../observability/Metrics"
 
@@ -25,6 +26,16 @@ export const commandsDeadLettered = Metric.counter("notification_commands_dead_l
   incremental: true
 })
 
+export const retries = Metric.counter("notification_retries", {
+  description: "Failed sends retried; delay: immediate (requeued) or the delay queue's delay, e.g. 1000ms",
+  incremental: true
+})
+
+export const commandsReplayed = Metric.counter("notification_commands_replayed", {
+  description: "Commands replayed from the dead-letter queue (npm run dlq -- replay), counted on their first delivery",
+  incremental: true
+})
+
 export const processingDuration = Metric.histogram(
   "notification_command_processing_seconds",
   MetricBoundaries.fromIterable([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30]),
@@ -35,6 +46,15 @@ const INVALID = label("reason", "invalid")
 const MAX_ATTEMPTS = label("reason", "max_attempts")
 const ACK = label("outcome", "ack")
 const RETRY = label("outcome", "retry")
+const IMMEDIATE = label("delay", "immediate")
+
+/** One label set per delay queue, built once: a service uses a handful (see `DelayedRetry.delaysOf`). */
+const delayLabels = new Map<number, ReturnType<typeof label>>()
+const delayLabel = (delayMillis: number) => {
+  let labels = delayLabels.get(delayMillis)
+  if (labels === undefined) delayLabels.set(delayMillis, labels = label("delay", `${delayMillis}ms`))
+  return labels
+}
 const DEAD_LETTER = label("outcome", "dead_letter")
 
 /**
@@ -48,6 +68,9 @@ export const observeDelivery = (message: amqp.Message) =>
   Effect.suspend(() => {
     const startedAt = performance.now()
     if (message.fields.redelivered) commandsRedelivered.unsafeUpdate(1, NO_LABELS)
+    else if (message.properties.headers?.[REPLAYED_AT] !== undefined && readStory(message).attempts === 0) {
+      commandsReplayed.unsafeUpdate(1, NO_LABELS)
+    }
     // `map`, not `onExit`: only a settlement is counted, and `onExit` costs a few µs per delivery more.
     return Effect.map(process, (settlement) => {
       switch (settlement._tag) {
@@ -57,6 +80,12 @@ export const observeDelivery = (message: amqp.Message) =>
           break
         case "Retry":
           commandsFailed.unsafeUpdate(1, NO_LABELS)
+          retries.unsafeUpdate(1, IMMEDIATE)
+          processingDuration.unsafeUpdate(secondsSince(startedAt), RETRY)
+          break
+        case "RetryLater":
+          commandsFailed.unsafeUpdate(1, NO_LABELS)
+          retries.unsafeUpdate(1, delayLabel(settlement.delayMillis))
           processingDuration.unsafeUpdate(secondsSince(startedAt), RETRY)
           break
         case "DeadLetter": {
@@ -82,9 +111,10 @@ export const countEventPublished = (type: "NotificationSent" | "NotificationFail
 
 // Labelled series exist (at 0) before their first update, so a scrape shows every name at once.
 for (const labels of [INVALID, MAX_ATTEMPTS]) commandsDeadLettered.unsafeValue(labels)
+retries.unsafeValue(IMMEDIATE)
 for (const labels of [ACK, RETRY, DEAD_LETTER]) processingDuration.unsafeValue(labels)
 for (const labels of [SENT, FAILED]) eventsPublished.unsafeValue(labels)
-for (const metric of [commandsProcessed, commandsFailed, commandsRedelivered]) {
+for (const metric of [commandsProcessed, commandsFailed, commandsRedelivered, commandsReplayed]) {
   metric.register()
 }
 

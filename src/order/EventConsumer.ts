@@ -4,7 +4,7 @@ import { SharedConfig } from "../config/SharedConfig"
 import { decodeEvent, EVENTS_EXCHANGE, NotificationSentEvent, type ReceivedEvent } from "../contracts/NotificationEvents"
 import { consumeQueue } from "../messaging/QueueConsumer"
 import { bindQueue, declareTopicExchange, declareWorkQueue } from "../messaging/QueueTopology"
-import { Settlement } from "../messaging/Settlement"
+import { deliveryAttempt, Settlement } from "../messaging/Settlement"
 import { tracingEnabled, withConsumeSpan } from "../observability/TraceContext"
 import { backoff } from "../runtime/backoff"
 import { OrderConfig } from "./OrderConfig"
@@ -39,7 +39,7 @@ export class EventConsumer extends Context.Tag("order/EventConsumer")<EventConsu
 
 const make = Effect.gen(function*() {
   const store = yield* OrderStore
-  const { shutdownTimeout } = yield* SharedConfig
+  const { publishTimeout, shutdownTimeout } = yield* SharedConfig
   const { eventsQueue } = yield* OrderConfig
   const tracing = yield* tracingEnabled
 
@@ -64,7 +64,7 @@ const make = Effect.gen(function*() {
     const decoded = decodeEvent(message)
     if (Either.isLeft(decoded)) {
       eventsConsumed.unsafeUpdate(1, EVENT_OUTCOMES.invalid)
-      return Effect.succeed(Settlement.DeadLetter({ reason: decoded.left, poison: true }))
+      return Effect.succeed(Settlement.DeadLetter({ reason: decoded.left, poison: true, attempts: deliveryAttempt(message) }))
     }
     const received = decoded.right
     const type = received.event instanceof NotificationSentEvent ? "NotificationSent" : "NotificationFailed"
@@ -96,7 +96,8 @@ const make = Effect.gen(function*() {
             Effect.annotateLogs("messageId", String(message.properties.messageId ?? "none"))
           )
           : Effect.void,
-      shutdownTimeout
+      shutdownTimeout,
+      publishTimeout
     })
   )
 })

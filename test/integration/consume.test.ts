@@ -68,9 +68,15 @@ describe("notification consumer against the real broker", () => {
         channel.sendToQueue(queue, Buffer.from("{\"orderId\": 17"), { messageId: "poison-1", persistent: true })
         const deadLettered = yield* nextMessage(channel, `${queue}.dlq`)
         expect(deadLettered.content.toString()).toBe("{\"orderId\": 17")
-        const death = deadLettered.properties.headers?.["x-death"]?.[0]
-        expect(death?.reason).toBe("rejected")
-        expect(death?.queue).toBe(queue)
+        expect(deadLettered.properties.messageId).toBe("poison-1")
+        // Moved by the consumer with its story, not by the broker.
+        const headers = deadLettered.properties.headers ?? {}
+        expect(headers["x-failure-reason"]).toMatch(/^not a valid SendNotificationCommand \(.+\)$/)
+        expect(headers["x-attempts"]).toBe(1)
+        expect(headers["x-original-queue"]).toBe(queue)
+        expect(headers["x-first-failed-at"]).toBe(headers["x-last-failed-at"])
+        expect(new Date(String(headers["x-last-failed-at"])).getTime()).toBeGreaterThan(Date.now() - 60_000)
+        expect(headers["x-death"]).toBeUndefined()
       }).pipe(Effect.provide(notificationConsumer({ COMMAND_QUEUE: queue }, sender.layer).pipe(Layer.provide(logs.layer))))
       expect(sender.attempts).toEqual([])
       expect(logs.lines.some((line) => /^Dead-lettered: not a valid SendNotificationCommand \(.+\)$/.test(line))).toBe(true)

@@ -2,6 +2,7 @@ import * as amqp from "amqplib"
 import { ConfigProvider, Effect, Layer } from "effect"
 import { execFile } from "node:child_process"
 import { randomUUID } from "node:crypto"
+import { delaysOf, retryQueueOf } from "../../src/messaging/DelayedRetry"
 
 export const AMQP_URL = (process.env.AMQP_URL ?? "amqp://guest:guest@localhost:5672").split(",")[0]!.trim()
 
@@ -9,10 +10,22 @@ export const AMQP_URL = (process.env.AMQP_URL ?? "amqp://guest:guest@localhost:5
 export const uniqueQueueName = (label: string) => `test.${label}.${randomUUID().slice(0, 8)}`
 
 /**
- * A plain amqplib connection for the test's own look at the broker (publish, get, purge), closed
- * and with the test's queues deleted when the scope closes.
+ * The delay queues a notification consumer on `queue` declares with the retry settings in `env`
+ * (the defaults otherwise), for every attempt count it may be given.
  */
-export const testBroker = (queue: string) =>
+export const retryQueuesOf = (queue: string, env: Record<string, string | number> = {}) =>
+  delaysOf({
+    maxAttempts: 20,
+    firstDelayMillis: Number(env["NOTIFICATION_RETRY_DELAY_MS"] ?? 1000),
+    maxDelayMillis: Number(env["NOTIFICATION_RETRY_MAX_DELAY_MS"] ?? 60_000)
+  }).map((delay) => retryQueueOf(queue, delay))
+
+/**
+ * A plain amqplib connection for the test's own look at the broker (publish, get, purge), closed
+ * and with the test's queues deleted when the scope closes; `env`: the retry settings of the
+ * consumers the test runs on `queue`, whose delay queues are deleted too.
+ */
+export const testBroker = (queue: string, env: Record<string, string | number> = {}) =>
   Effect.acquireRelease(
     Effect.promise(async () => {
       const connection = await amqp.connect(AMQP_URL)
@@ -21,8 +34,9 @@ export const testBroker = (queue: string) =>
     }),
     ({ channel, connection }) =>
       Effect.promise(async () => {
-        // The queue, its dead-letter queue, and the events queue of an order service on it (with its own).
-        for (const name of [queue, `${queue}.dlq`, `${queue}.events`, `${queue}.events.dlq`]) {
+        // The queue, its dead-letter and delay queues, and the events queue of an order service on it
+        // (with its own). Deleting a queue that does not exist is no error.
+        for (const name of [queue, `${queue}.dlq`, ...retryQueuesOf(queue, env), `${queue}.events`, `${queue}.events.dlq`]) {
           await channel.deleteQueue(name).catch(() => undefined)
         }
         await connection.close().catch(() => undefined)

@@ -23,7 +23,12 @@ describe("configuration", () => {
       const order = yield* load(OrderConfig, {})
       expect(order.port).toBe(3000)
       const notification = yield* load(NotificationConfig, {})
-      expect(notification).toMatchObject({ prefetch: 1, failureRate: 0, maxAttempts: 5, healthPort: 3001 })
+      expect(notification).toMatchObject({
+        prefetch: 1,
+        failureRate: 0,
+        retryPolicy: { maxAttempts: 5, firstDelayMillis: 1000, maxDelayMillis: 60_000 },
+        healthPort: 3001
+      })
     }))
 
   const invalid: ReadonlyArray<[string, Effect.Effect<unknown, unknown>, Record<string, string>, string]> = [
@@ -31,6 +36,8 @@ describe("configuration", () => {
     ["PORT=70000", OrderConfig, { PORT: "70000" }, "PORT must be an integer from 1 to 65535 (got \"70000\")"],
     ["NOTIFICATION_PREFETCH=0", NotificationConfig, { NOTIFICATION_PREFETCH: "0" }, "NOTIFICATION_PREFETCH must be an integer from 1 to 65535 (got \"0\")"],
     ["NOTIFICATION_FAILURE_RATE=2", NotificationConfig, { NOTIFICATION_FAILURE_RATE: "2" }, "NOTIFICATION_FAILURE_RATE must be a number from 0 to 1 (got \"2\")"],
+    ["NOTIFICATION_RETRY_DELAY_MS=-1", NotificationConfig, { NOTIFICATION_RETRY_DELAY_MS: "-1" }, "NOTIFICATION_RETRY_DELAY_MS must be an integer from 0 to 3600000 (got \"-1\")"],
+    ["a max delay below the first", NotificationConfig, { NOTIFICATION_RETRY_DELAY_MS: "5000", NOTIFICATION_RETRY_MAX_DELAY_MS: "1000" }, "NOTIFICATION_RETRY_MAX_DELAY_MS must be at least NOTIFICATION_RETRY_DELAY_MS (got 1000, below 5000)"],
     ["PUBLISH_TIMEOUT_MS=1.5", SharedConfig, { PUBLISH_TIMEOUT_MS: "1.5" }, "PUBLISH_TIMEOUT_MS must be an integer from 1 to 600000 (got \"1.5\")"],
     ["OUTBOX_MAX_PENDING=0", OrderConfig, { OUTBOX_MAX_PENDING: "0" }, "OUTBOX_MAX_PENDING must be an integer from 1 to 100000000 (got \"0\")"],
     ["ORDER_EVENTS_QUEUE=amq.x", OrderConfig, { ORDER_EVENTS_QUEUE: "amq.x" }, "ORDER_EVENTS_QUEUE must be a queue name"],

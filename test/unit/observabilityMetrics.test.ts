@@ -13,9 +13,11 @@ import {
   commandsFailed,
   commandsProcessed,
   commandsRedelivered,
+  commandsReplayed,
   countEventPublished,
   observeDelivery,
-  processingDuration
+  processingDuration,
+  retries
 } from "../../src/notification/NotificationMetrics"
 import { NotificationFailed, NotificationSender } from "../../src/notification/NotificationSender"
 import { PROMETHEUS_CONTENT_TYPE } from "../../src/observability/Metrics"
@@ -151,6 +153,8 @@ describe("GET /metrics on the notification service", () => {
         notification_commands_failed_total: "counter",
         notification_commands_redelivered_total: "counter",
         notification_commands_dead_lettered_total: "counter",
+        notification_commands_replayed_total: "counter",
+        notification_retries_total: "counter",
         notification_command_processing_seconds: "histogram",
         notification_events_published_total: "counter"
       })
@@ -160,6 +164,7 @@ describe("GET /metrics on the notification service", () => {
       for (const reason of ["invalid", "max_attempts"]) {
         expect(sampleValue(text, "notification_commands_dead_lettered_total", { reason })).toBeTypeOf("number")
       }
+      expect(sampleValue(text, "notification_retries_total", { delay: "immediate" })).toBeTypeOf("number")
     }).pipe(Effect.provide(notificationService)))
 
   it.scoped("counts each confirmed event by its type", () =>
@@ -179,11 +184,17 @@ describe("GET /metrics on the notification service", () => {
 
 const command = new SendNotificationCommand({ orderId: makeOrderId(), userId: UserId.make(7) })
 
-const delivery = (content: Buffer, options: { redelivered?: boolean; deliveryCount?: number } = {}) =>
+const delivery = (
+  content: Buffer,
+  options: { redelivered?: boolean; deliveryCount?: number; headers?: Record<string, unknown> } = {}
+) =>
   ({
     content,
     fields: { deliveryTag: 1, redelivered: options.redelivered ?? false },
-    properties: { headers: { "x-delivery-count": options.deliveryCount ?? 0 }, messageId: command.orderId }
+    properties: {
+      headers: { "x-delivery-count": options.deliveryCount ?? 0, ...options.headers },
+      messageId: command.orderId
+    }
   }) as unknown as amqp.Message
 
 const senderThat = (outcome: "succeeds" | "fails") =>
@@ -205,21 +216,27 @@ const notificationCounts = Effect.all({
   redelivered: Metric.value(commandsRedelivered),
   invalid: Metric.value(Metric.taggedWithLabels(commandsDeadLettered, label("reason", "invalid"))),
   exhausted: Metric.value(Metric.taggedWithLabels(commandsDeadLettered, label("reason", "max_attempts"))),
-  timedAcks: Metric.value(Metric.taggedWithLabels(processingDuration, label("outcome", "ack")))
+  timedAcks: Metric.value(Metric.taggedWithLabels(processingDuration, label("outcome", "ack"))),
+  retriedNow: Metric.value(Metric.taggedWithLabels(retries, label("delay", "immediate"))),
+  retriedAfter200ms: Metric.value(Metric.taggedWithLabels(retries, label("delay", "200ms"))),
+  replayed: Metric.value(commandsReplayed)
 }).pipe(Effect.map((counts) => ({
   processed: counts.processed.count,
   failed: counts.failed.count,
   redelivered: counts.redelivered.count,
   invalid: counts.invalid.count,
   exhausted: counts.exhausted.count,
-  timedAcks: counts.timedAcks.count
+  timedAcks: counts.timedAcks.count,
+  retriedNow: counts.retriedNow.count,
+  retriedAfter200ms: counts.retriedAfter200ms.count,
+  replayed: counts.replayed.count
 })))
 
 /** Runs one delivery as the consumer does and returns how the counters moved. */
-const deltaAfter = (message: amqp.Message, outcome: "succeeds" | "fails", maxAttempts = 3) =>
+const deltaAfter = (message: amqp.Message, outcome: "succeeds" | "fails", firstDelayMillis = 0) =>
   Effect.gen(function*() {
     const before = yield* notificationCounts
-    yield* processDelivery(message, maxAttempts).pipe(
+    yield* processDelivery(message, { maxAttempts: 3, firstDelayMillis, maxDelayMillis: 60_000 }).pipe(
       observeDelivery(message),
       Effect.provide(Layer.merge(senderThat(outcome), events))
     )
@@ -230,7 +247,7 @@ const deltaAfter = (message: amqp.Message, outcome: "succeeds" | "fails", maxAtt
 describe("notification metrics", () => {
   it.effect("a sent command is processed, and its processing timed", () =>
     Effect.gen(function*() {
-      expect(yield* deltaAfter(delivery(encodeCommand(command)), "succeeds")).toEqual({
+      expect(yield* deltaAfter(delivery(encodeCommand(command)), "succeeds")).toMatchObject({
         processed: 1,
         failed: 0,
         redelivered: 0,
@@ -249,9 +266,25 @@ describe("notification metrics", () => {
 
   it.effect("the last failed attempt is failed and dead-lettered for max_attempts; poison is dead-lettered as invalid", () =>
     Effect.gen(function*() {
-      expect(yield* deltaAfter(delivery(encodeCommand(command), { redelivered: true, deliveryCount: 2 }), "fails", 3))
-        .toEqual({ processed: 0, failed: 1, redelivered: 1, invalid: 0, exhausted: 1, timedAcks: 0 })
+      expect(yield* deltaAfter(delivery(encodeCommand(command), { redelivered: true, deliveryCount: 2 }), "fails"))
+        .toMatchObject({ processed: 0, failed: 1, redelivered: 1, invalid: 0, exhausted: 1, timedAcks: 0 })
       expect(yield* deltaAfter(delivery(Buffer.from("not json")), "succeeds"))
-        .toEqual({ processed: 0, failed: 0, redelivered: 0, invalid: 1, exhausted: 0, timedAcks: 0 })
+        .toMatchObject({ processed: 0, failed: 0, redelivered: 0, invalid: 1, exhausted: 0, timedAcks: 0 })
+    }))
+
+  it.effect("retries are counted by their delay: immediate, or the delay queue's", () =>
+    Effect.gen(function*() {
+      expect(yield* deltaAfter(delivery(encodeCommand(command)), "fails", 200))
+        .toMatchObject({ failed: 1, retriedNow: 1, retriedAfter200ms: 0 })
+      expect(yield* deltaAfter(delivery(encodeCommand(command), { redelivered: true, deliveryCount: 1 }), "fails", 200))
+        .toMatchObject({ failed: 1, retriedNow: 0, retriedAfter200ms: 1 })
+    }))
+
+  it.effect("a replayed command is counted on its first delivery only", () =>
+    Effect.gen(function*() {
+      const replayed = { "x-replayed-at": "2026-12-02T10:00:00.000Z" }
+      expect(yield* deltaAfter(delivery(encodeCommand(command), { headers: replayed }), "succeeds")).toMatchObject({ replayed: 1 })
+      expect(yield* deltaAfter(delivery(encodeCommand(command), { headers: { ...replayed, "x-attempts": 2 } }), "succeeds"))
+        .toMatchObject({ replayed: 0 })
     }))
 })
