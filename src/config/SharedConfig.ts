@@ -20,6 +20,8 @@ export const SharedConfig = Config.all({
     isAmqpUrl
   ),
   commandQueue: Env.queueName("COMMAND_QUEUE", "send_notification_command"),
+  // 0 turns heartbeats off; RabbitMQ takes the lower of its own setting and ours.
+  heartbeatSeconds: Env.integer("AMQP_HEARTBEAT_S", 10, { min: 0, max: 3600 }),
   publishTimeout: Env.integer("PUBLISH_TIMEOUT_MS", 5000, { min: 1, max: 600_000 }).pipe(Config.map(Duration.millis)),
   shutdownTimeout: Env.integer("SHUTDOWN_TIMEOUT_MS", 10_000, { min: 0, max: 3_600_000 }).pipe(
     Config.map(Duration.millis)

@@ -29,6 +29,9 @@ export class BrokerUnreachable extends Data.TaggedError("BrokerUnreachable")<{
   }
 }
 
+/** `AMQP_HEARTBEAT_S`'s default, for a client that does not read the services' configuration. */
+const DEFAULT_HEARTBEAT_SECONDS = 10
+
 /** How long one connection attempt, or closing a channel or connection, may take. */
 const BROKER_OPERATION_TIMEOUT = Duration.seconds(5)
 
@@ -110,13 +113,25 @@ const writeFramesInBatches = (model: amqp.ChannelModel): amqp.ChannelModel => {
 }
 
 /**
+ * The URL with `heartbeat` asked for, unless it asks for one itself. amqplib takes the heartbeat
+ * only from the URL's query, and without one accepts the broker's (60 s on RabbitMQ), so a peer
+ * that stops answering would go unnoticed for two minutes.
+ */
+const withHeartbeat = (url: string, heartbeatSeconds: number) => {
+  const parsed = new URL(url)
+  if (!parsed.searchParams.has("heartbeat")) parsed.searchParams.set("heartbeat", String(heartbeatSeconds))
+  return parsed.toString()
+}
+
+/**
  * One attempt to open a connection to `url`, as every client of ours opens it (the services, and
  * the `dlq` tool); `connectionName` shows in the management UI and `rabbitmqctl list_connections`.
+ * A missed heartbeat closes the connection like any other loss.
  */
-export const connectTo = (url: Redacted.Redacted<string>, connectionName: string) =>
+export const connectTo = (url: Redacted.Redacted<string>, connectionName: string, options: { readonly heartbeatSeconds?: number } = {}) =>
   Effect.tryPromise({
     try: () =>
-      amqp.connect(Redacted.value(url), {
+      amqp.connect(withHeartbeat(Redacted.value(url), options.heartbeatSeconds ?? DEFAULT_HEARTBEAT_SECONDS), {
         // amqplib leaves Nagle on, which can hold small publishes and acks back ~40 ms.
         noDelay: true,
         timeout: Duration.toMillis(BROKER_OPERATION_TIMEOUT),
@@ -151,14 +166,14 @@ export const openChannel = <C extends amqp.Channel>(connection: amqp.ChannelMode
 
 const make = (connectionName: string) =>
   Effect.gen(function*() {
-    const { amqpUrls } = yield* SharedConfig
+    const { amqpUrls, heartbeatSeconds } = yield* SharedConfig
     const state = yield* SubscriptionRef.make(Option.none<amqp.ChannelModel>())
     let blockedBy: string | undefined
     let nextNode = 0
 
     const connectToNextNode = Effect.suspend(() => {
       const url = amqpUrls[nextNode++ % amqpUrls.length]!
-      return Effect.map(connectTo(url, connectionName), (connection) => ({ connection, url: redactUrl(url) }))
+      return Effect.map(connectTo(url, connectionName, { heartbeatSeconds }), (connection) => ({ connection, url: redactUrl(url) }))
     })
 
     // Each attempt is acquired on its own: an acquisition cannot be interrupted, and a shutdown
