@@ -60,7 +60,11 @@ const Created = Schema.Struct({ order: OrderAnswer })
 type PostResult = { readonly accepted: string; readonly index: number } | { readonly refused: string }
 
 /** A request that did not get an answer to act on: the network, or the service saying "later". */
-class TryAgain extends Schema.TaggedError<TryAgain>()("TryAgain", { reason: Schema.String }) {}
+class TryAgain extends Schema.TaggedError<TryAgain>()("TryAgain", { reason: Schema.String }) {
+  override get message() {
+    return this.reason
+  }
+}
 
 const FINISHED: ReadonlyArray<string> = ["notified", "failed"]
 
