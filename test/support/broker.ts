@@ -32,8 +32,10 @@ export const testBroker = (queue: string, env: Record<string, string | number> =
       const channel = await connection.createChannel()
       return { connection, channel }
     }),
-    ({ channel, connection }) =>
+    ({ connection }) =>
       Effect.promise(async () => {
+        // On a channel of its own: the test's may have been closed by the broker (a 404, a 406).
+        const channel = await connection.createChannel()
         // The queue, its dead-letter and delay queues, and the events queue of an order service on it
         // (with its own). Deleting a queue that does not exist is no error.
         for (const name of [queue, `${queue}.dlq`, ...retryQueuesOf(queue, env), `${queue}.events`, `${queue}.events.dlq`]) {
