@@ -78,18 +78,19 @@ const withoutHeaders = (headers: Record<string, unknown>, names: ReadonlyArray<s
 /**
  * The message's headers with its story brought up to date: `attempts` made in all, the latest
  * `reason`, and when. The first failure's time is kept from an earlier move; a message that has
- * only been requeued so far carries none, so its first recorded failure is this one.
+ * only been requeued so far carries none, so it is `firstFailedAt`, as far as the caller knows it.
  */
 export const withFailure = (
   message: amqp.Message,
-  failure: { readonly reason: string; readonly attempts: number; readonly failedAt: Date; readonly queue: string }
+  failure: { readonly reason: string; readonly attempts: number; readonly failedAt: Date; readonly queue: string },
+  firstFailedAt: number
 ): Record<string, unknown> => {
   const failedAt = failure.failedAt.toISOString()
   return {
     ...withoutHeaders(headersOf(message), BROKER_HEADERS),
     [STORY_HEADERS.reason]: failure.reason,
     [STORY_HEADERS.attempts]: failure.attempts,
-    [STORY_HEADERS.firstFailedAt]: readStory(message).firstFailedAt?.toISOString() ?? failedAt,
+    [STORY_HEADERS.firstFailedAt]: (readStory(message).firstFailedAt ?? new Date(firstFailedAt)).toISOString(),
     [STORY_HEADERS.lastFailedAt]: failedAt,
     [STORY_HEADERS.originalQueue]: readStory(message).originalQueue ?? failure.queue
   }
@@ -125,5 +126,40 @@ export const copyOptions = (
     type,
     headers,
     ...(expiration === undefined ? {} : { expiration: String(expiration) })
+  }
+}
+
+/**
+ * The message's headers without the broker's delivery counts, everything else kept: for a copy
+ * that takes the original's place in the same queue and should count its deliveries from zero.
+ */
+export const withoutDeliveryCounts = (message: amqp.Message): Record<string, unknown> =>
+  withoutHeaders(headersOf(message), ["x-delivery-count", "x-acquired-count"])
+
+/** What the broker recorded when it dead-lettered a message by itself, without a story of ours. */
+export interface BrokerDeath {
+  /** `rejected`, `expired`, `maxlen` or `delivery_limit`, as the broker names it. */
+  readonly reason: string | undefined
+  readonly queue: string | undefined
+  readonly firstDeadAt: Date | undefined
+  readonly lastDeadAt: Date | undefined
+}
+
+/** An `x-death` entry's time: an AMQP timestamp (seconds), which amqplib decodes as a typed value. */
+const deathTime = (entry: unknown): Date | undefined => {
+  const time = (entry as { readonly time?: unknown } | null)?.time
+  const seconds = typeof time === "object" && time !== null ? Number((time as { readonly value?: unknown }).value) : Number(time)
+  return Number.isFinite(seconds) && seconds > 0 ? new Date(seconds * 1000) : undefined
+}
+
+export const readBrokerDeath = (message: amqp.Message): BrokerDeath => {
+  const headers = headersOf(message)
+  const deaths = Array.isArray(headers["x-death"]) ? headers["x-death"] : []
+  const times = deaths.map(deathTime).filter((time) => time !== undefined).map((time) => time.getTime())
+  return {
+    reason: text(headers["x-first-death-reason"]),
+    queue: text(headers["x-first-death-queue"]),
+    firstDeadAt: times.length > 0 ? new Date(Math.min(...times)) : undefined,
+    lastDeadAt: times.length > 0 ? new Date(Math.max(...times)) : undefined
   }
 }

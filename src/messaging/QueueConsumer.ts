@@ -5,7 +5,7 @@ import { type AckCoalescer, makeAckCoalescer } from "./AckCoalescer"
 import { AmqpConnection, closeQuietly, openChannel } from "./AmqpConnection"
 import { makeConfirmedPublisher } from "./ConfirmedPublisher"
 import { retryQueueOf } from "./DelayedRetry"
-import { copyOptions, withFailure } from "./FailureStory"
+import { copyOptions, readStory, withFailure } from "./FailureStory"
 import { deadLetterQueueOf } from "./QueueTopology"
 import { Settlement } from "./Settlement"
 
@@ -74,6 +74,28 @@ export const consumeQueue = <R>(
     const publisher = yield* makeConfirmedPublisher({ declare: () => Effect.void, confirmTimeout: options.publishTimeout })
 
     /**
+     * When each message this consumer requeued (by `messageId`) first failed. A requeue carries no
+     * headers, so without this a story's first failure would be the one that moved the message. A
+     * requeued message usually comes back to the same consumer (to the head of the queue); one that
+     * went to another is forgotten once the memory is full, and its story starts at its move.
+     */
+    const firstFailures = new Map<string, number>()
+    const REMEMBERED_FIRST_FAILURES = 10_000
+    const rememberFirstFailure = (message: amqp.Message, now: number) => {
+      const id = message.properties.messageId
+      if (typeof id !== "string" || firstFailures.has(id) || readStory(message).firstFailedAt !== undefined) return
+      if (firstFailures.size >= REMEMBERED_FIRST_FAILURES) firstFailures.delete(firstFailures.keys().next().value!)
+      firstFailures.set(id, now)
+    }
+    const takeFirstFailure = (message: amqp.Message) => {
+      const id = message.properties.messageId
+      if (firstFailures.size === 0 || typeof id !== "string") return undefined
+      const at = firstFailures.get(id)
+      firstFailures.delete(id)
+      return at
+    }
+
+    /**
      * Moves a copy of the message, its story updated, to `target`, and acks the delivery once the
      * broker has confirmed the copy (a crash in between leaves both: a duplicate, never a loss). If
      * the copy is refused, `otherwise` settles the delivery as the broker can without us.
@@ -86,7 +108,7 @@ export const consumeQueue = <R>(
       otherwise: { readonly outcome: "requeue" | "reject"; readonly instead: string }
     ) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const headers = withFailure(message, { ...move, failedAt: new Date(now), queue })
+        const headers = withFailure(message, { ...move, failedAt: new Date(now), queue }, takeFirstFailure(message) ?? now)
         return publisher.publish("", move.target, message.content, copyOptions(message, headers, move.waitMillis)).pipe(
           Effect.as(settleOnChannel(channel, acks, message, "ack")),
           Effect.catchAll((error) =>
@@ -103,9 +125,13 @@ export const consumeQueue = <R>(
       // `$match` object then costs a `defineProperty` per call (see docs/performance.md).
       switch (settlement._tag) {
         case "Ack":
+          takeFirstFailure(message)
           return Effect.succeed(settleOnChannel(channel, acks, message, "ack"))
         case "Retry":
-          return Effect.succeed(settleOnChannel(channel, acks, message, "requeue"))
+          return Effect.map(Clock.currentTimeMillis, (now) => {
+            rememberFirstFailure(message, now)
+            return settleOnChannel(channel, acks, message, "requeue")
+          })
         case "RetryLater":
           return move(channel, acks, message, {
             target: retryQueueOf(queue, settlement.delayMillis),

@@ -319,6 +319,11 @@ describe("delayed retries, against the real broker", () => {
         const starts = logs.sendStarts(command.orderId)
         expect(starts).toHaveLength(5)
         for (let i = 1; i < starts.length; i++) expect(starts[i]! - starts[i - 1]!).toBeLessThan(150)
+        // The first failure is the first attempt's, though requeues carry no headers: the consumer
+        // that requeued it remembered when. It failed after the first send started, before the second.
+        const firstFailedAt = new Date(String(deadLettered.properties.headers?.["x-first-failed-at"])).getTime()
+        expect(firstFailedAt).toBeGreaterThanOrEqual(starts[0]!)
+        expect(firstFailedAt).toBeLessThanOrEqual(starts[1]!)
 
         // The consumer is subscribed, so it has declared all it declares: its queues, and no delay queue.
         const declared = yield* queuesNamed(queue)
