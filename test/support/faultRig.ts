@@ -1,5 +1,5 @@
 import * as amqp from "amqplib"
-import { Effect, Fiber, Ref } from "effect"
+import { Effect, Fiber, Layer, Logger, LogLevel, Ref } from "effect"
 import { execFile } from "node:child_process"
 import { once } from "node:events"
 import { rmSync } from "node:fs"
@@ -195,14 +195,28 @@ export const acceptedIds = (answers: ReadonlyArray<OrderAnswer>) =>
 // ---------------------------------------------------------------------------------------------
 // The broker
 
+/** The prefix of the delay queues a notification service on `queue` declares (`<queue>.retry.<delay>ms`). */
+const retryPrefixOf = (queue: string) => `${queue}.retry.`
+
+/** The delay queues of `queue` that exist on the private node, whatever retry settings declared them. */
+export const retryQueuesOnNode = (queue: string) =>
+  Effect.promise(async () =>
+    (await rabbitmqctl("list_queues", "--no-table-headers", "name"))
+      .split("\n")
+      .map((name) => name.trim())
+      .filter((name) => name.startsWith(retryPrefixOf(queue)))
+  )
+
 /**
- * A unique command queue for one test; it and its dead-letter queue are deleted when the scope
- * closes (after the broker has been brought back, see `brokerRestoredOnExit`).
+ * A unique command queue for one test; it, its dead-letter queue, its delay queues and the events
+ * queues of an order service on it are deleted when the scope closes (after the broker has been
+ * brought back, see `brokerRestoredOnExit`).
  */
 export const faultQueue = (label: string) =>
   Effect.acquireRelease(Effect.sync(() => uniqueQueueName(`faults.${label}`)), (queue) =>
     Effect.promise(async () => {
-      for (const name of [queue, `${queue}.dlq`, `${queue}.events`, `${queue}.events.dlq`]) {
+      const delayQueues = await Effect.runPromise(retryQueuesOnNode(queue)).catch(() => [])
+      for (const name of [queue, `${queue}.dlq`, ...delayQueues, `${queue}.events`, `${queue}.events.dlq`]) {
         await rabbitmqctl("delete_queue", name).catch(() => undefined)
       }
       rmSync(storeFolderOf(queue), { recursive: true, force: true })
@@ -238,17 +252,45 @@ export const unblockPublishing = Effect.zipRight(
 /** Messages in a queue on the private node, ready and unacknowledged, at this moment (see `countMessages`). */
 export const queueDepth = (queue: string) => Effect.promise(() => countMessages(rabbitmqctl, queue))
 
-/** Takes every message out of the dead-letter queue; their messageIds. */
+/**
+ * Commands of `queue` not settled for good: in the queue itself (ready or unacknowledged) or waiting
+ * in one of its delay queues, counted in one go on the node. The delay queues are counted first: a
+ * command that comes back from one (at-least-once: it leaves the delay queue only once the command
+ * queue holds it) is seen in one or the other.
+ */
+export const commandsPending = (queue: string) =>
+  Effect.promise(async () => {
+    const total = await rabbitmqctl(
+      "eval",
+      `Count = fun(N) -> {ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, N)), {Ra, _} = amqqueue:get_pid(Q), ` +
+        `{ok, {_, T}, _} = ra:local_query({Ra, node()}, fun rabbit_fifo:query_messages_total/1), T end, ` +
+        `Prefix = <<${JSON.stringify(retryPrefixOf(queue))}/utf8>>, ` +
+        `Delays = [N || Q <- rabbit_amqqueue:list(<<"/">>), N <- [element(4, amqqueue:get_name(Q))], ` +
+        `binary:longest_common_prefix([N, Prefix]) =:= byte_size(Prefix)], ` +
+        `lists:sum([Count(N) || N <- Delays]) + Count(<<${JSON.stringify(queue)}/utf8>>).`
+    )
+    const count = Number(total.trim())
+    if (!Number.isInteger(count)) throw new Error(`rabbitmqctl eval did not count the pending commands of ${queue}: ${total.trim()}`)
+    return count
+  })
+
+/** A dead-lettered command: its order, and the headers it carries (its failure story, contract §5). */
+export interface DeadLetter {
+  readonly orderId: string
+  readonly headers: Record<string, unknown>
+}
+
+/** Takes every message out of the dead-letter queue. */
 export const drainDeadLetters = (queue: string) =>
   Effect.promise(async () => {
     const connection = await amqp.connect(FAULT_AMQP_URL)
     try {
       const channel = await connection.createChannel()
-      const ids: Array<string> = []
+      const deadLetters: Array<DeadLetter> = []
       for (;;) {
         const message = await channel.get(`${queue}.dlq`, { noAck: true })
-        if (message === false) return ids
-        ids.push(String(message.properties.messageId))
+        if (message === false) return deadLetters
+        deadLetters.push({ orderId: String(message.properties.messageId), headers: message.properties.headers ?? {} })
       }
     } finally {
       await connection.close().catch(() => undefined)
@@ -261,6 +303,24 @@ export const drainDeadLetters = (queue: string) =>
 interface LogLine {
   readonly message: unknown
   readonly logLevel: string
+  readonly timestamp?: string
+  readonly annotations?: Record<string, unknown>
+}
+
+/** Whatever printed the lines to account for: a service process, or a service run in-process (`jsonLogRecorder`). */
+export type LogSource = Pick<ServiceProcess, "lines">
+
+/**
+ * For a service run in-process: a Layer that logs as a child process of the rig does (LOG_FORMAT=json,
+ * LOG_LEVEL=debug), into `lines` instead of stdout, so the same account reads it.
+ */
+export const jsonLogRecorder = () => {
+  const lines: Array<string> = []
+  const layer = Layer.merge(
+    Logger.replace(Logger.defaultLogger, Logger.map(Logger.jsonLogger, (line) => void lines.push(line))),
+    Logger.minimumLogLevel(LogLevel.Debug)
+  )
+  return { lines: lines as ReadonlyArray<string>, layer }
 }
 
 const parse = (line: string): LogLine | undefined => {
@@ -282,7 +342,7 @@ const count = (lines: ReadonlyArray<string>, pattern: RegExp) => {
 }
 
 /** Per orderId: send attempts ("Sending notification for order ...") and acks ("Notification sent ..."). */
-export const consumerRecord = (consumers: ReadonlyArray<ServiceProcess>) => {
+export const consumerRecord = (consumers: ReadonlyArray<LogSource>) => {
   const lines = consumers.flatMap((consumer) => consumer.lines)
   return {
     attempts: count(lines, /^Sending notification for order (\S+)$/),
@@ -295,6 +355,8 @@ export interface Account {
   readonly processed: number
   readonly deadLettered: number
   readonly deadLetteredIds: ReadonlyArray<string>
+  /** What the dead-letter queue held, headers and all. */
+  readonly deadLetters: ReadonlyArray<DeadLetter>
   readonly lost: ReadonlyArray<string>
   /** Acks beyond the first for one order: sends repeated because an ack was lost in a fault. */
   readonly duplicates: number
@@ -303,20 +365,27 @@ export interface Account {
 }
 
 /**
- * Waits until the command queue is empty and every accepted order is acked or dead-lettered (or
- * the deadline passes), then settles the account. Call after the last order was posted.
+ * Waits until the command queue and its delay queues are empty and every accepted order is acked or
+ * dead-lettered (or the deadline passes), then settles the account. Call after the last order was
+ * posted.
  */
 export const settleAccount = (
   queue: string,
   accepted: ReadonlyArray<string>,
-  consumers: ReadonlyArray<ServiceProcess>,
+  consumers: ReadonlyArray<LogSource>,
   options: { readonly timeoutMs?: number } = {}
 ) =>
   Effect.gen(function*() {
     const timeoutMs = options.timeoutMs ?? 60_000
-    // The broker's word that every command is settled (acked, or moved to the dead-letter queue)...
-    yield* until(queueDepth(queue), (n) => n === 0, { timeoutMs, what: `queue ${queue} to be empty` })
-    const deadLetters = new Set(yield* drainDeadLetters(queue))
+    // The broker's word that every command is settled (acked, or moved to the dead-letter queue), not
+    // waiting for a delayed retry; twice in a row, so a command caught crossing between a queue and a
+    // delay queue in the one count is not taken for settled...
+    yield* until(Effect.zipWith(commandsPending(queue), commandsPending(queue), (a, b) => a + b), (n) => n === 0, {
+      timeoutMs,
+      what: `queue ${queue} and its delay queues to be empty`
+    })
+    const drained = yield* drainDeadLetters(queue)
+    const deadLetters = new Set(drained.map(({ orderId }) => orderId))
     // ...then the consumers' ack lines, which may trail the acks by a few milliseconds on the pipe.
     const unaccounted = () => {
       const { acked } = consumerRecord(consumers)
@@ -330,6 +399,7 @@ export const settleAccount = (
       processed: [...ids].filter((id) => acked.has(id)).length,
       deadLettered: [...ids].filter((id) => deadLetters.has(id)).length,
       deadLetteredIds: [...deadLetters],
+      deadLetters: drained,
       lost: [...ids].filter((id) => !acked.has(id) && !deadLetters.has(id)),
       duplicates: [...acked.values()].reduce((sum, n) => sum + n - 1, 0),
       maxAttempts: Math.max(0, ...attempts.values())
@@ -388,20 +458,37 @@ export const settleStoreAccount = (port: number, accepted: ReadonlyArray<string>
 /** The figures a scenario produced, printed for the README's table (lists of ids left out). */
 export const report = (scenario: string, figures: Record<string, unknown>) =>
   Effect.sync(() =>
-    console.log(`[fault figures] ${scenario}: ${JSON.stringify(figures, (key, value) => (key === "deadLetteredIds" ? undefined : value))}`)
+    console.log(`[fault figures] ${scenario}: ${
+      JSON.stringify(figures, (key, value) => (key === "deadLetteredIds" || key === "deadLetters" ? undefined : value))
+    }`)
   )
 
 /** When (epoch ms, from the service's own log timestamps) it printed lines matching `pattern`. */
-export const loggedAt = (service: ServiceProcess, pattern: RegExp): ReadonlyArray<number> =>
+export const loggedAt = (service: LogSource, pattern: RegExp): ReadonlyArray<number> =>
   service.lines.flatMap((line) => {
-    const parsed = parse(line) as (LogLine & { readonly timestamp?: string }) | undefined
+    const parsed = parse(line)
     return typeof parsed?.message === "string" && parsed.timestamp !== undefined && pattern.test(parsed.message)
       ? [Date.parse(parsed.timestamp)]
       : []
   })
 
+/** Per orderId (the line's `orderId` annotation): when the service printed lines matching `pattern`, in order. */
+export const loggedAtPerOrder = (service: LogSource, pattern: RegExp): ReadonlyMap<string, ReadonlyArray<number>> => {
+  const times = new Map<string, Array<number>>()
+  for (const line of service.lines) {
+    const parsed = parse(line)
+    const orderId = parsed?.annotations?.["orderId"]
+    if (typeof orderId !== "string" || typeof parsed?.message !== "string" || parsed.timestamp === undefined) continue
+    if (!pattern.test(parsed.message)) continue
+    const seen = times.get(orderId)
+    if (seen === undefined) times.set(orderId, [Date.parse(parsed.timestamp)])
+    else seen.push(Date.parse(parsed.timestamp))
+  }
+  return times
+}
+
 /** From the service's "Connection ... lost" line to its next line matching `back`: its own downtime. */
-export const downtimeMs = (service: ServiceProcess, back: RegExp) => {
+export const downtimeMs = (service: LogSource, back: RegExp) => {
   const lostAt = loggedAt(service, /^Connection to .* lost/)[0]
   const backAt = lostAt === undefined ? undefined : loggedAt(service, back).find((t) => t >= lostAt)
   return lostAt === undefined || backAt === undefined ? -1 : backAt - lostAt
