@@ -27,14 +27,64 @@ export interface ConfirmedPublisher {
   readonly isReady: Effect.Effect<boolean>
 }
 
-interface ConfirmSession {
+/** A confirm channel, and the messageIds the broker returned on it as unroutable (their confirm follows the return). */
+export interface ConfirmSession {
   readonly channel: amqp.ConfirmChannel
-  /** messageIds the broker returned as unroutable; their confirm follows the return. */
   readonly returned: Set<string>
+}
+
+/** A confirm channel of its own for `publishConfirmed`: it tracks what the broker returns. */
+export const confirmSessionOf = (channel: amqp.ConfirmChannel): ConfirmSession => {
+  const returned = new Set<string>()
+  channel.on("return", (message: amqp.Message) => returned.add(String(message.properties.messageId)))
+  return { channel, returned }
 }
 
 const refuse = (message: string, reason: PublishFailed["reason"] = "refused") =>
   Effect.fail(new PublishFailed({ message, reason }))
+
+/**
+ * Publishes `mandatory` on the session's channel and resumes on the broker's confirm (or return,
+ * nack, lost channel, deadline). One `Effect.async` with a plain timer: this runs once per message
+ * (see docs/performance.md).
+ */
+export const publishConfirmed = (
+  session: ConfirmSession,
+  exchange: string,
+  routingKey: string,
+  content: Buffer,
+  options: PublishOptions,
+  confirmTimeoutMillis: number
+) =>
+  Effect.async<void, PublishFailed>((resume) => {
+    const { channel, returned } = session
+    const deadline = setTimeout(
+      () => resume(refuse(`No confirm came within ${Duration.format(confirmTimeoutMillis)}`, "uncertain")),
+      confirmTimeoutMillis
+    )
+    const settle = (outcome: Effect.Effect<void, PublishFailed>) => {
+      clearTimeout(deadline)
+      resume(outcome)
+    }
+    try {
+      channel.publish(exchange, routingKey, content, { ...options, mandatory: true }, (error) => {
+        if (returned.delete(options.messageId)) {
+          settle(refuse(`The broker could not route the message to "${routingKey}"`, "unroutable"))
+        } else if (error instanceof Error && error.message === "channel closed") {
+          settle(refuse("The connection to the broker was lost before its confirm", "uncertain"))
+        } else if (error) {
+          settle(refuse("The broker refused the message (nack)"))
+        } else {
+          settle(Effect.void)
+        }
+      })
+    } catch (error) {
+      // The channel closed between our check and the publish.
+      settle(refuse(`Lost the broker channel (${(error as Error).message})`))
+    }
+    // No canceler: an interrupted publish leaves its deadline to fire into a fiber that has
+    // ended, which ignores it; a canceler would make every publish an uninterruptible region.
+  })
 
 /**
  * A confirm channel on every connection, for the life of the surrounding scope: `declare` sets up
@@ -51,7 +101,6 @@ export const makeConfirmedPublisher = (options: {
     // synchronously, and only the session below writes it.
     let session: ConfirmSession | undefined
     const confirmTimeoutMillis = Duration.toMillis(options.confirmTimeout)
-    const noConfirmInTime = `No confirm came within ${Duration.format(options.confirmTimeout)}`
 
     const confirmChannelSession = (model: amqp.ChannelModel) =>
       Effect.gen(function*() {
@@ -62,53 +111,23 @@ export const makeConfirmedPublisher = (options: {
         const closed = yield* Deferred.make<void>()
         channel.on("error", () => undefined)
         channel.on("close", () => Deferred.unsafeDone(closed, Effect.void))
-        const returned = new Set<string>()
-        channel.on("return", (message: amqp.Message) => returned.add(String(message.properties.messageId)))
+        const confirmSession = confirmSessionOf(channel)
         yield* options.declare(channel)
-        session = { channel, returned }
+        session = confirmSession
         yield* Deferred.await(closed)
         session = undefined
       })
 
     yield* Effect.forkScoped(connection.withEveryConnection(confirmChannelSession))
 
-    /**
-     * Publishes and resumes on the broker's confirm (or return, nack, lost channel, deadline). One
-     * `Effect.async` with a plain timer: this runs once per message (see docs/performance.md).
-     */
-    const publish = (exchange: string, routingKey: string, content: Buffer, publishOptions: PublishOptions) =>
-      Effect.async<void, PublishFailed>((resume) => {
-        if (session === undefined) {
-          return resume(refuse("No confirm channel to the broker (not connected, or the topology could not be declared)"))
-        }
-        const blockedBy = connection.blockedBy()
-        if (blockedBy !== undefined) return resume(refuse(`The broker is refusing publishes (${blockedBy})`))
-        const { channel, returned } = session
-        const { messageId } = publishOptions
-        const deadline = setTimeout(() => resume(refuse(noConfirmInTime, "uncertain")), confirmTimeoutMillis)
-        const settle = (outcome: Effect.Effect<void, PublishFailed>) => {
-          clearTimeout(deadline)
-          resume(outcome)
-        }
-        try {
-          channel.publish(exchange, routingKey, content, { ...publishOptions, mandatory: true }, (error) => {
-            if (returned.delete(messageId)) {
-              settle(refuse(`The broker could not route the message to "${routingKey}"`, "unroutable"))
-            } else if (error instanceof Error && error.message === "channel closed") {
-              settle(refuse("The connection to the broker was lost before its confirm", "uncertain"))
-            } else if (error) {
-              settle(refuse("The broker refused the message (nack)"))
-            } else {
-              settle(Effect.void)
-            }
-          })
-        } catch (error) {
-          // The channel closed between our check and the publish.
-          settle(refuse(`Lost the broker channel (${(error as Error).message})`))
-        }
-        // No canceler: an interrupted publish leaves its deadline to fire into a fiber that has
-        // ended, which ignores it; a canceler would make every publish an uninterruptible region.
-      })
+    const publish = (exchange: string, routingKey: string, content: Buffer, publishOptions: PublishOptions) => {
+      if (session === undefined) {
+        return refuse("No confirm channel to the broker (not connected, or the topology could not be declared)")
+      }
+      const blockedBy = connection.blockedBy()
+      if (blockedBy !== undefined) return refuse(`The broker is refusing publishes (${blockedBy})`)
+      return publishConfirmed(session, exchange, routingKey, content, publishOptions, confirmTimeoutMillis)
+    }
 
     return { publish, isReady: Effect.sync(() => session !== undefined) }
   })

@@ -2,7 +2,7 @@ import type * as amqp from "amqplib"
 import { Clock, Data, Duration, Effect, type Scope } from "effect"
 import { errorMessage } from "../runtime/describe"
 import { closeQuietly, openChannel } from "./AmqpConnection"
-import { PublishFailed, type PublishOptions } from "./ConfirmedPublisher"
+import { confirmSessionOf, type PublishFailed, publishConfirmed } from "./ConfirmedPublisher"
 import { copyOptions, countHeader, REPLAYED_AT, withoutDeliveryCounts, withoutStory } from "./FailureStory"
 
 /**
@@ -77,44 +77,6 @@ const REFRESH_AT_DELIVERY_COUNT = 10
 /** How long closing the channel, which waits for the broker to have taken every ack, may take. */
 const CLOSE_TIMEOUT = Duration.seconds(5)
 
-interface ConfirmSession {
-  readonly channel: amqp.ConfirmChannel
-  /** messageIds the broker returned as unroutable; the confirm follows the return. */
-  readonly returned: Set<string>
-  readonly timeout: Duration.Duration
-}
-
-const refuse = (message: string, reason: PublishFailed["reason"] = "refused") =>
-  Effect.fail(new PublishFailed({ message, reason }))
-
-/** One publish, `mandatory`, that succeeds only on the broker's confirm; one at a time, as a return is matched by messageId. */
-const publishConfirmed = (session: ConfirmSession, routingKey: string, content: Buffer, options: PublishOptions) =>
-  Effect.async<void, PublishFailed>((resume) => {
-    const deadline = setTimeout(
-      () => resume(refuse(`No confirm came within ${Duration.format(session.timeout)}`, "uncertain")),
-      Duration.toMillis(session.timeout)
-    )
-    const settle = (outcome: Effect.Effect<void, PublishFailed>) => {
-      clearTimeout(deadline)
-      resume(outcome)
-    }
-    try {
-      session.channel.publish("", routingKey, content, { ...options, mandatory: true }, (error) => {
-        if (session.returned.delete(options.messageId)) {
-          settle(refuse(`The broker could not route the message to "${routingKey}" (no such queue)`, "unroutable"))
-        } else if (error instanceof Error && error.message === "channel closed") {
-          settle(refuse("The connection to the broker was lost before its confirm", "uncertain"))
-        } else if (error) {
-          settle(refuse("The broker refused the message (nack)"))
-        } else {
-          settle(Effect.void)
-        }
-      })
-    } catch (error) {
-      settle(refuse(`Lost the broker channel (${errorMessage(error)})`))
-    }
-  })
-
 const NOT_FOUND = 404
 
 /**
@@ -148,9 +110,8 @@ export const holdDeadLetters = (
           : failed(`check ${queue}`)(cause)
     })
     const confirmChannel = yield* acquireChannel(() => connection.createConfirmChannel())
-    const returned = new Set<string>()
-    confirmChannel.on("return", (message: amqp.Message) => returned.add(String(message.properties.messageId)))
-    const session: ConfirmSession = { channel: confirmChannel, returned, timeout: options.confirmTimeout }
+    const session = confirmSessionOf(confirmChannel)
+    const confirmTimeoutMillis = Duration.toMillis(options.confirmTimeout)
 
     const messages: Array<amqp.GetMessage> = []
     let unread = 0
@@ -183,12 +144,12 @@ export const holdDeadLetters = (
         if (settled.has(message)) return yield* Effect.dieMessage("A settled dead letter was replayed")
         const replayedAt = new Date(yield* Clock.currentTimeMillis).toISOString()
         const headers = { ...withoutStory(message), [REPLAYED_AT]: replayedAt }
-        yield* publishConfirmed(session, targetQueue, message.content, copyOptions(message, headers))
+        yield* publishConfirmed(session, "", targetQueue, message.content, copyOptions(message, headers), confirmTimeoutMillis)
         yield* ack(message)
       })
 
     const refresh = (message: amqp.GetMessage) =>
-      publishConfirmed(session, queue, message.content, copyOptions(message, withoutDeliveryCounts(message)))
+      publishConfirmed(session, "", queue, message.content, copyOptions(message, withoutDeliveryCounts(message)), confirmTimeoutMillis)
 
     const release = Effect.gen(function*() {
       const unsettled = messages.filter((message) => !settled.has(message))
