@@ -55,7 +55,8 @@ const OrderAnswer = Schema.Struct({
 })
 type OrderAnswer = typeof OrderAnswer.Type
 
-const Created = Schema.Struct({ order: OrderAnswer })
+// Only what the contract promises in every 201: the order's id.
+const Created = Schema.Struct({ order: Schema.Struct({ orderId: Schema.String }) })
 
 type PostResult = { readonly accepted: string; readonly index: number } | { readonly refused: string }
 
