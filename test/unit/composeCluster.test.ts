@@ -42,6 +42,7 @@ describe("docker-compose.cluster.yml", () => {
   it("runs three RabbitMQ 4 nodes that form one cluster by themselves, with one Erlang cookie", () => {
     const conf = compose.configs["rabbitmq-conf"]!.content
     expect(conf).toMatch(/^cluster_formation\.peer_discovery_backend = classic_config$/m)
+    expect(conf).toMatch(/^cluster_partition_handling = pause_minority$/m)
     for (const [index, node] of NODES.entries()) {
       const s = service(node)
       expect(s.image).toMatch(/^rabbitmq:4[.\d]*-management/)
