@@ -1,4 +1,5 @@
 import { Config, Duration, Redacted } from "effect"
+import { AmqpTlsConfig } from "./AmqpTls"
 import * as Env from "./Env"
 
 const isAmqpUrl = (entry: string) => {
@@ -13,12 +14,13 @@ const isAmqpUrl = (entry: string) => {
 
 /** What both services read: where the broker is, which queue carries the commands, confirms, shutdown. */
 export const SharedConfig = Config.all({
-  amqpUrls: Env.redactedList(
+  amqpUrls: Env.secretList(
     "AMQP_URL",
     "amqp://guest:guest@localhost:5672",
     "a comma-separated list of amqp:// or amqps:// URLs",
     isAmqpUrl
   ),
+  amqpTls: AmqpTlsConfig,
   commandQueue: Env.queueName("COMMAND_QUEUE", "send_notification_command"),
   // 0 turns heartbeats off; RabbitMQ takes the lower of its own setting and ours.
   heartbeatSeconds: Env.integer("AMQP_HEARTBEAT_S", 10, { min: 0, max: 3600 }),

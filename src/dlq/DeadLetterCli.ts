@@ -51,9 +51,9 @@ export class ReplayStopped extends Data.TaggedError("ReplayStopped")<{
 const CONNECTION_NAME = "dlq-tool"
 
 const connectToBroker = Effect.gen(function*() {
-  const { amqpUrls } = yield* SharedConfig
+  const { amqpTls, amqpUrls } = yield* SharedConfig
   return yield* Effect.acquireRelease(
-    Effect.validateFirst(amqpUrls, (url) => connectTo(url, CONNECTION_NAME)).pipe(
+    Effect.validateFirst(amqpUrls, (url) => connectTo(url, CONNECTION_NAME, { tls: amqpTls })).pipe(
       Effect.mapError((attempts) => new NoBrokerReachable({ attempts })),
       // Without a listener, an 'error' event (the broker going away) would be thrown.
       Effect.tap((connection) => Effect.sync(() => connection.on("error", () => undefined)))

@@ -15,6 +15,8 @@ import {
   Stream,
   SubscriptionRef
 } from "effect"
+import type { ConnectionOptions } from "node:tls"
+import type { AmqpTls } from "../config/AmqpTls"
 import { redactUrl, SharedConfig } from "../config/SharedConfig"
 import { atMost } from "../runtime/atMost"
 import { backoff } from "../runtime/backoff"
@@ -124,18 +126,38 @@ const withHeartbeat = (url: string, heartbeatSeconds: number) => {
 }
 
 /**
+ * The TLS socket options for an `amqps://` URL (amqplib opens `amqp://` ones with `net.connect`, which
+ * has none). amqplib sets `servername` to the URL's host name itself (not to an IP address, as RFC 6066
+ * says), and Node checks the certificate against that name or address.
+ */
+const tlsOptions = (url: string, tls: AmqpTls | undefined): Pick<ConnectionOptions, "rejectUnauthorized" | "ca" | "cert" | "key"> =>
+  new URL(url).protocol !== "amqps:" ? {} : {
+    // Node's default, stated so that NODE_TLS_REJECT_UNAUTHORIZED=0 cannot turn verification off.
+    rejectUnauthorized: true,
+    ...(tls !== undefined && Option.isSome(tls.ca) ? { ca: tls.ca.value } : {}),
+    ...(tls !== undefined && Option.isSome(tls.client)
+      ? { cert: tls.client.value.cert, key: Redacted.value(tls.client.value.key) }
+      : {})
+  }
+
+/**
  * One attempt to open a connection to `url`, as every client of ours opens it (the services, and
  * the `dlq` tool); `connectionName` shows in the management UI and `rabbitmqctl list_connections`.
- * A missed heartbeat closes the connection like any other loss.
+ * A missed heartbeat closes the connection like any other loss. An `amqps://` URL is TLS or nothing.
  */
-export const connectTo = (url: Redacted.Redacted<string>, connectionName: string, options: { readonly heartbeatSeconds?: number } = {}) =>
+export const connectTo = (
+  url: Redacted.Redacted<string>,
+  connectionName: string,
+  options: { readonly heartbeatSeconds?: number; readonly tls?: AmqpTls } = {}
+) =>
   Effect.tryPromise({
     try: () =>
       amqp.connect(withHeartbeat(Redacted.value(url), options.heartbeatSeconds ?? DEFAULT_HEARTBEAT_SECONDS), {
         // amqplib leaves Nagle on, which can hold small publishes and acks back ~40 ms.
         noDelay: true,
         timeout: Duration.toMillis(BROKER_OPERATION_TIMEOUT),
-        clientProperties: { connection_name: connectionName }
+        clientProperties: { connection_name: connectionName },
+        ...tlsOptions(Redacted.value(url), options.tls)
       }),
     catch: (cause) => new BrokerUnreachable({ url: redactUrl(url), reason: errorMessage(cause) })
   }).pipe(Effect.map(writeFramesInBatches))
@@ -166,14 +188,17 @@ export const openChannel = <C extends amqp.Channel>(connection: amqp.ChannelMode
 
 const make = (connectionName: string) =>
   Effect.gen(function*() {
-    const { amqpUrls, heartbeatSeconds } = yield* SharedConfig
+    const { amqpTls, amqpUrls, heartbeatSeconds } = yield* SharedConfig
     const state = yield* SubscriptionRef.make(Option.none<amqp.ChannelModel>())
     let blockedBy: string | undefined
     let nextNode = 0
 
     const connectToNextNode = Effect.suspend(() => {
       const url = amqpUrls[nextNode++ % amqpUrls.length]!
-      return Effect.map(connectTo(url, connectionName, { heartbeatSeconds }), (connection) => ({ connection, url: redactUrl(url) }))
+      return Effect.map(
+        connectTo(url, connectionName, { heartbeatSeconds, tls: amqpTls }),
+        (connection) => ({ connection, url: redactUrl(url) })
+      )
     })
 
     // Each attempt is acquired on its own: an acquisition cannot be interrupted, and a shutdown

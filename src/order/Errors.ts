@@ -26,3 +26,10 @@ export class OrderNotFound extends Schema.TaggedError<OrderNotFound>()(
   { message: Schema.String },
   HttpApiSchema.annotations({ status: 404, description: "No order has this id" })
 ) {}
+
+/** `ORDER_API_TOKEN` is set and the request did not bring it as `Authorization: Bearer <token>`. */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
+  "Unauthorized",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 401, description: "No bearer token, or not the service's ORDER_API_TOKEN" })
+) {}

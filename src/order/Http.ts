@@ -4,6 +4,7 @@ import { MetricsRoute, ORDER_METRICS } from "../observability/Metrics"
 import { serveGracefully } from "../runtime/GracefulHttpServer"
 import { live } from "../runtime/Health"
 import { answerEveryErrorWithJson } from "../runtime/HttpErrors"
+import { AuthenticationLive } from "./Authentication"
 import { DocsLive } from "./Docs"
 import { NotReady, OrderApi, OrderCreated, OrderList, OrderView, Readiness } from "./OrderApi"
 import { OrderConfig } from "./OrderConfig"
@@ -61,7 +62,9 @@ const HealthHandlers = HttpApiBuilder.group(OrderApi, "health", (handlers) =>
     return handlers.handle("live", live).handle("ready", () => ready)
   }))
 
-const ApiLive = HttpApiBuilder.api(OrderApi).pipe(Layer.provide([OrdersHandlers, HealthHandlers]))
+const ApiLive = HttpApiBuilder.api(OrderApi).pipe(
+  Layer.provide([OrdersHandlers.pipe(Layer.provide(AuthenticationLive)), HealthHandlers])
+)
 
 /**
  * The order API's routes. Every route, `POST /orders` included, goes through the one `HttpApi`

@@ -1,9 +1,17 @@
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import {
+  HttpApi,
+  HttpApiEndpoint,
+  HttpApiGroup,
+  HttpApiMiddleware,
+  HttpApiSchema,
+  HttpApiSecurity,
+  OpenApi
+} from "@effect/platform"
 import { Option, ParseResult, Schema } from "effect"
 import { OrderId, UserId } from "../domain/Order"
 import { LiveEndpoint } from "../runtime/Health"
 import { InternalServerError, MalformedRequest, NotFound, PayloadTooLarge } from "../runtime/HttpErrors"
-import { OrderNotFound, OutboxFull, StoreUnavailable } from "./Errors"
+import { OrderNotFound, OutboxFull, StoreUnavailable, Unauthorized } from "./Errors"
 import { IdempotencyKeyReused, type OrderRecord, OrderStatus } from "./store/OrderRecord"
 
 export const CreateOrderRequest = Schema.Struct({ userId: UserId })
@@ -74,6 +82,20 @@ export class OrderList extends Schema.Class<OrderList>("OrderList")({
   next: Schema.NullOr(Cursor)
 }) {}
 
+/**
+ * `Authorization: Bearer <ORDER_API_TOKEN>` on every `/orders` route. The API is one static
+ * definition, so its OpenAPI document declares the scheme whether or not the service has a token
+ * (a client written against it works either way); without one, the service lets every request in.
+ */
+export class Authentication extends HttpApiMiddleware.Tag<Authentication>()("OrderApi/Authentication", {
+  failure: Unauthorized,
+  security: {
+    bearer: HttpApiSecurity.bearer.pipe(
+      HttpApiSecurity.annotate(OpenApi.Description, "ORDER_API_TOKEN, required when the service has one")
+    )
+  }
+}) {}
+
 export class OrdersApi extends HttpApiGroup.make("orders")
   .add(
     HttpApiEndpoint.post("createOrder", "/orders")
@@ -116,6 +138,7 @@ export class OrdersApi extends HttpApiGroup.make("orders")
       .addError(StoreUnavailable)
       .annotate(OpenApi.Summary, "A user's orders, newest first")
   )
+  .middleware(Authentication)
 {}
 
 /** What each dependency is doing (contract §4): 200 while orders can be accepted. */

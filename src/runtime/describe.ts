@@ -1,7 +1,15 @@
 import { Cause, type ParseResult } from "effect"
 
-/** An error's own message, for a one-line log: no stack trace. */
-export const errorMessage = (error: unknown): string => (error instanceof Error ? error.message : String(error))
+/**
+ * An error's own message, for a one-line log: no stack trace. OpenSSL's errors (a TLS handshake, a
+ * PEM file) carry its raw error line ("80FC...:error:0A00045C:SSL routines:...:SSL alert number 116\n");
+ * their `reason` is the readable part.
+ */
+export const errorMessage = (error: unknown): string => {
+  if (!(error instanceof Error)) return String(error)
+  const { library, reason } = error as { readonly library?: unknown; readonly reason?: unknown }
+  return typeof library === "string" && typeof reason === "string" && reason !== "" ? reason : error.message
+}
 
 export const describeCause = (cause: Cause.Cause<unknown>): string => errorMessage(Cause.squash(cause))
 

@@ -1,6 +1,7 @@
 import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { FetchHttpClient } from "@effect/platform"
 import { Console, Data, Duration, Effect } from "effect"
+import { ApiTokenConfig } from "../order/OrderConfig"
 import { writeLine } from "../runtime/runCli"
 import { type Account, runWorkload } from "./Workload"
 
@@ -44,14 +45,15 @@ export const verifyCommand = Command.make("verify", {
   waitSeconds: positive("wait", 120, "seconds every accepted order has, after the last POST, to be notified or failed"),
   json: Options.boolean("json").pipe(Options.withDescription("print the account as JSON on stdout"))
 }, (options) =>
-  runWorkload({
+  Effect.flatMap(ApiTokenConfig, (token) => runWorkload({
     urls: options.urls,
     orders: options.orders,
     concurrency: options.concurrency,
     ratePerSecond: options.rate,
     wait: Duration.seconds(options.waitSeconds),
+    token,
     progress: writeLine
-  }).pipe(
+  })).pipe(
     Effect.tap((account) => Console.log(options.json ? JSON.stringify(account, null, 2) : accountTable(account))),
     Effect.flatMap((account) =>
       account.lost > 0 || account.accepted === 0 ? Effect.fail(new AccountNotClean({ account })) : Effect.void),
@@ -59,7 +61,8 @@ export const verifyCommand = Command.make("verify", {
   )).pipe(Command.withDescription(
     "Drives a running deployment over HTTP: posts orders spread over the order services, waits for every " +
       "accepted order to be notified or failed, and prints what was accepted, notified, failed, lost and duplicated. " +
-      "Exits 1 when an accepted order was lost (unknown to the store, or not finished within --wait)."
+      "Exits 1 when an accepted order was lost (unknown to the store, or not finished within --wait). " +
+      "Sends ORDER_API_TOKEN (or the file ORDER_API_TOKEN_FILE names) as a bearer token when it is set."
   ))
 
 /** The rows of the account, aligned. */

@@ -1,6 +1,6 @@
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import type { ResponseError } from "@effect/platform/HttpClientError"
-import { Array as Arr, Clock, Duration, Effect, Option, type ParseResult, Ref, Schedule, Schema } from "effect"
+import { Array as Arr, Clock, Duration, Effect, Option, type ParseResult, type Redacted, Ref, Schedule, Schema } from "effect"
 import { OrderStatus } from "../order/store/OrderRecord"
 
 /**
@@ -19,6 +19,8 @@ export interface WorkloadOptions {
   readonly ratePerSecond: Option.Option<number>
   /** How long, after the last POST, every accepted order has to finish. */
   readonly wait: Duration.Duration
+  /** The deployment's `ORDER_API_TOKEN`, sent as a bearer token with every request; none: no header. */
+  readonly token: Option.Option<Redacted.Redacted<string>>
   /** Told how far the wait has come, every couple of seconds. */
   readonly progress: (line: string) => Effect.Effect<void>
 }
@@ -82,7 +84,11 @@ const percentile = (sorted: ReadonlyArray<number>, p: number) =>
 
 export const runWorkload = (options: WorkloadOptions) =>
   Effect.gen(function*() {
-    const client = (yield* HttpClient.HttpClient).pipe(HttpClient.withTracerPropagation(false))
+    const untraced = (yield* HttpClient.HttpClient).pipe(HttpClient.withTracerPropagation(false))
+    const client = Option.match(options.token, {
+      onNone: () => untraced,
+      onSome: (token) => HttpClient.mapRequest(untraced, HttpClientRequest.bearerToken(token))
+    })
     const runId = `verify-${(yield* Clock.currentTimeMillis).toString(36)}-${Math.random().toString(36).slice(2, 8)}`
     const urlFor = (index: number) => options.urls[index % options.urls.length]!
 

@@ -13,10 +13,13 @@ interface ToolRun {
 }
 
 /** Runs `npm run verify -- ...args` as a user would; resolves once it has exited. */
-const verify = (args: ReadonlyArray<string>) =>
+const verify = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   Effect.promise(() =>
     new Promise<ToolRun>((resolve, reject) => {
-      const child = spawn(process.execPath, ["--import", "tsx", "src/verify/main.ts", ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      const child = spawn(process.execPath, ["--import", "tsx", "src/verify/main.ts", ...args], {
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
       let stdout = ""
       let stderr = ""
       child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")))
@@ -74,6 +77,24 @@ describe("npm run verify", () => {
       expect(account["lostIds"]).toEqual([])
       // The send takes 2.5 s: the tool waited, and said so.
       expect(run.stderr).toMatch(/^waiting for \d+ of 30 accepted orders to finish: \d+ notified, 0 failed \(\d+ s left\)$/m)
+    }), 120_000)
+
+  it.scopedLive("sends ORDER_API_TOKEN as a bearer token: refused without it, accepted with it", () =>
+    Effect.gen(function*() {
+      const queue = yield* faultQueue("verify-token")
+      const token = `token-${Math.random().toString(36).slice(2)}`
+      const orders = yield* startOrderService(queue, { AMQP_URL, ORDER_API_TOKEN: token })
+      yield* startNotificationService(queue, { AMQP_URL })
+      const url = `http://127.0.0.1:${orders.port}`
+
+      const without = yield* verify(["--url", url, "--orders", "2", "--json"])
+      expect(without.code).toBe(1)
+      expect(JSON.parse(without.stdout)).toMatchObject({ accepted: 0, refused: 2 })
+      expect((JSON.parse(without.stdout) as { refusals: ReadonlyArray<string> }).refusals[0]).toMatch(/^HTTP 401 .*Unauthorized/)
+
+      const withToken = yield* verify(["--url", url, "--orders", "2", "--json"], { ORDER_API_TOKEN: token })
+      expect(withToken.code, withToken.stderr).toBe(0)
+      expect(JSON.parse(withToken.stdout)).toMatchObject({ accepted: 2, notified: 2, lost: 0 })
     }), 120_000)
 
   it.scopedLive("exits 1 and names the orders when accepted ones never finish within --wait", () =>

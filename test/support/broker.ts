@@ -71,7 +71,7 @@ export const eventually = <A>(
   })
 
 /** Runs `rabbitmqctl` against the broker at `AMQP_URL`'s node; its output. */
-const rabbitmqctl = (...args: ReadonlyArray<string>) =>
+export const rabbitmqctl = (...args: ReadonlyArray<string>) =>
   new Promise<string>((resolve, reject) =>
     execFile("rabbitmqctl", args, (error, stdout) => (error ? reject(error) : resolve(stdout))))
 

@@ -1,5 +1,9 @@
-import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Redacted } from "effect"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Option, Redacted } from "effect"
+import { generateKeyPairSync } from "node:crypto"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { describeConfigError } from "../../src/config/Env"
 import { redactUrl, SharedConfig } from "../../src/config/SharedConfig"
 import { NotificationConfig } from "../../src/notification/NotificationConfig"
@@ -72,4 +76,59 @@ describe("configuration", () => {
       const { amqpUrls } = yield* load(SharedConfig, { AMQP_URL: "amqp://a:p@node1:5672, amqp://a:p@node2:5672" })
       expect(amqpUrls.map(redactUrl)).toEqual(["amqp://a:***@node1:5672", "amqp://a:***@node2:5672"])
     }))
+})
+
+/** A self-signed certificate whose key was thrown away: public, and all the checks below need. */
+const CERTIFICATE = `-----BEGIN CERTIFICATE-----
+MIIBgjCCASmgAwIBAgIUHjfZ/qlVtZa4s+irKq3KYygVzC0wCgYIKoZIzj0EAwIw
+FjEUMBIGA1UEAwwLY29uZmlnLXRlc3QwIBcNMjYxMjAyMTU0NTM0WhgPMjEyNjEx
+MDgxNTQ1MzRaMBYxFDASBgNVBAMMC2NvbmZpZy10ZXN0MFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAEp9KDVlMqj4ukV2vilz/r8UDAPrSb32yBPN2LBS4kcY9oH368
+GPVXHzjFR0oH/Ss3aMC8sw2uK7/gUDalfTedWaNTMFEwHQYDVR0OBBYEFEPfP/dc
+Xh0uT7iam66Ye1OHfHsRMB8GA1UdIwQYMBaAFEPfP/dcXh0uT7iam66Ye1OHfHsR
+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgFvz4rozKiKkzmzG1
+mZPLVJf/sArVZSYljcvLfYYrc90CIBHatjKAEbiMgC5ujWOvsWAvUVUvFW4PCBeA
+RqEUTlEr
+-----END CERTIFICATE-----
+`
+
+describe("AMQP_CA_FILE, AMQP_CERT_FILE and AMQP_KEY_FILE", () => {
+  const folder = mkdtempSync(join(tmpdir(), "amqp-tls-config-"))
+  afterAll(() => rmSync(folder, { recursive: true, force: true }))
+  const file = (name: string, content: string) => {
+    const path = join(folder, name)
+    writeFileSync(path, content)
+    return path
+  }
+  const certificate = file("certificate.pem", CERTIFICATE)
+  // A key of its own, not the certificate's.
+  const otherKey = file("other.key", generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }) as string)
+  const missing = join(folder, "missing.pem")
+  const garbage = file("garbage.pem", "not a certificate\n")
+
+  it.effect("are unset by default, and a CA file is read at start", () =>
+    Effect.gen(function*() {
+      expect((yield* load(SharedConfig, {})).amqpTls).toEqual({ ca: Option.none(), client: Option.none() })
+      expect((yield* load(SharedConfig, { AMQP_CA_FILE: certificate })).amqpTls.ca).toEqual(Option.some(CERTIFICATE))
+    }))
+
+  const invalid: ReadonlyArray<[string, Record<string, string>, string]> = [
+    ["an unreadable file", { AMQP_CA_FILE: missing }, `AMQP_CA_FILE names a file that cannot be read: ${missing} (no such file)`],
+    ["a CA file with no certificate", { AMQP_CA_FILE: garbage }, `AMQP_CA_FILE names a file that holds no PEM certificate: ${garbage} (no start line)`],
+    ["a certificate without its key", { AMQP_CERT_FILE: certificate }, "AMQP_KEY_FILE must be set with AMQP_CERT_FILE: a client certificate goes with its key (set both, or neither)"],
+    ["a key without its certificate", { AMQP_KEY_FILE: otherKey }, "AMQP_CERT_FILE must be set with AMQP_KEY_FILE: a client certificate goes with its key (set both, or neither)"],
+    [
+      "a key that is not the certificate's",
+      { AMQP_CERT_FILE: certificate, AMQP_KEY_FILE: otherKey },
+      `AMQP_CERT_FILE and AMQP_KEY_FILE must name a PEM certificate and its key: ${certificate}, ${otherKey} (key values mismatch)`
+    ]
+  ]
+  for (const [what, env, expected] of invalid) {
+    it.effect(`reject ${what} with one line naming the variable and the path, and no file's content`, () =>
+      Effect.gen(function*() {
+        const line = yield* errorLine(SharedConfig, env)
+        expect(line).toBe(`Invalid configuration: ${expected}`)
+        expect(line).not.toContain("-----")
+      }))
+  }
 })

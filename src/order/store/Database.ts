@@ -5,6 +5,7 @@ import { Cause, Config, ConfigError, Data, Duration, Effect, Either, Layer, Opti
 import { mkdirSync } from "node:fs"
 import { dirname } from "node:path"
 import { fileURLToPath } from "node:url"
+import { fromFileOr } from "../../config/Env"
 import { backoff } from "../../runtime/backoff"
 import { errorMessage } from "../../runtime/describe"
 import { runMigrations } from "./Migrations"
@@ -44,9 +45,8 @@ const parseTarget = (raw: string): DatabaseTarget | undefined => {
   return /^[a-z][a-z0-9+.-]+:/i.test(raw) ? undefined : DatabaseTarget.Sqlite({ filename: raw })
 }
 
-/** `DATABASE_URL`: unset for the embedded SQLite file, a path or `file:PATH`, or a PostgreSQL URL. */
-export const DatabaseConfig: Config.Config<DatabaseTarget> = Config.string("DATABASE_URL").pipe(
-  Config.option,
+/** `DATABASE_URL` (or `DATABASE_URL_FILE`): unset for the embedded SQLite file, a path or `file:PATH`, or a PostgreSQL URL. */
+export const DatabaseConfig: Config.Config<DatabaseTarget> = fromFileOr("DATABASE_URL").pipe(
   Config.mapOrFail((raw) => {
     if (Option.isNone(raw) || raw.value.trim() === "") {
       return Either.right(DatabaseTarget.Sqlite({ filename: DEFAULT_SQLITE_FILE }))
