@@ -1,9 +1,10 @@
 import { HttpServer } from "@effect/platform"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { type Config, Effect, Layer } from "effect"
-import { createServer, type ServerResponse } from "node:http"
+import type { ServerResponse } from "node:http"
 import { SharedConfig } from "../config/SharedConfig"
 import { atMost } from "./atMost"
+import { createLimitedServer } from "./HttpLimits"
 
 /**
  * Serves `routes` on a Node HTTP server on `port` that shuts down without stranding a request.
@@ -17,12 +18,16 @@ import { atMost } from "./atMost"
  * Requests are counted on Node's own request and response, not in an Effect middleware: a request
  * whose connection the platform drops (a chunked body over the limit) never finishes its Effect, and
  * would have held every shutdown for the whole timeout.
+ *
+ * The server has the timeouts and limits of `HttpLimits`: a client that trickles its request is cut
+ * off by them while the service runs, and by the end of the drain at shutdown (Node stops checking
+ * the timeouts once the server closes); one still sending its headers is not waited for at all.
  */
 export const serveGracefully = <E, R>(routes: Layer.Layer<never, E, R>, port: Config.Config<number>) =>
   Layer.unwrapEffect(
     Effect.gen(function*() {
       const { shutdownTimeout } = yield* SharedConfig
-      const server = createServer()
+      const server = createLimitedServer()
       let closing = false
       let whenIdle: (() => void) | undefined
       const inFlight = new ResponseSlots()
