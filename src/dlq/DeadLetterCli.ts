@@ -2,7 +2,7 @@ import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Console, Data, Effect, Exit, Option, Schema } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
 import { OrderId } from "../domain/Order"
-import { type BrokerUnreachable, closeQuietly, connectTo } from "../messaging/AmqpConnection"
+import { connectOnce } from "../messaging/AmqpConnection"
 import type { PublishFailed } from "../messaging/ConfirmedPublisher"
 import { type HeldDeadLetters, holdDeadLetters, type Released } from "../messaging/DeadLetterQueue"
 import { deadLetterQueueOf } from "../messaging/QueueTopology"
@@ -24,15 +24,6 @@ import {
 /** A command line the tool will not act on: a bad combination of arguments, or ids the queue does not hold. */
 export class BadInvocation extends Data.TaggedError("BadInvocation")<{ readonly message: string }> {}
 
-/** No URL of AMQP_URL answered. The tool tries each once: an operator wants to know now, not after backoff. */
-export class NoBrokerReachable extends Data.TaggedError("NoBrokerReachable")<{
-  readonly attempts: ReadonlyArray<BrokerUnreachable>
-}> {
-  override get message() {
-    return `Broker not reachable at ${this.attempts.map(({ reason, url }) => `${url} (${reason})`).join(", ")}`
-  }
-}
-
 /** A replay the broker did not confirm: that order and those after it are still in the dead-letter queue. */
 export class ReplayStopped extends Data.TaggedError("ReplayStopped")<{
   readonly orderId: string
@@ -49,18 +40,6 @@ export class ReplayStopped extends Data.TaggedError("ReplayStopped")<{
 }
 
 const CONNECTION_NAME = "dlq-tool"
-
-const connectToBroker = Effect.gen(function*() {
-  const { amqpTls, amqpUrls } = yield* SharedConfig
-  return yield* Effect.acquireRelease(
-    Effect.validateFirst(amqpUrls, (url) => connectTo(url, CONNECTION_NAME, { tls: amqpTls })).pipe(
-      Effect.mapError((attempts) => new NoBrokerReachable({ attempts })),
-      // Without a listener, an 'error' event (the broker going away) would be thrown.
-      Effect.tap((connection) => Effect.sync(() => connection.on("error", () => undefined)))
-    ),
-    closeQuietly
-  )
-})
 
 /** Says, on stderr, which worn messages could not be refreshed; they are back in the queue as they were. */
 const reportRelease = (released: Released, queue: string) =>
@@ -82,7 +61,7 @@ const withDeadLetters = <A, E>(
 ) =>
   Effect.scoped(Effect.gen(function*() {
     const { commandQueue, publishTimeout } = yield* SharedConfig
-    const connection = yield* connectToBroker
+    const connection = yield* connectOnce(CONNECTION_NAME)
     const held = yield* holdDeadLetters(connection, deadLetterQueueOf(commandQueue), {
       limit,
       confirmTimeout: publishTimeout

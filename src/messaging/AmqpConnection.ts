@@ -162,6 +162,29 @@ export const connectTo = (
     catch: (cause) => new BrokerUnreachable({ url: redactUrl(url), reason: errorMessage(cause) })
   }).pipe(Effect.map(writeFramesInBatches))
 
+/** No URL of AMQP_URL answered. A tool tries each once: an operator wants to know now, not after backoff. */
+export class NoBrokerReachable extends Data.TaggedError("NoBrokerReachable")<{
+  readonly attempts: ReadonlyArray<BrokerUnreachable>
+}> {
+  override get message() {
+    return `Broker not reachable at ${this.attempts.map(({ reason, url }) => `${url} (${reason})`).join(", ")}`
+  }
+}
+
+/** A tool's connection (the `dlq` and `topology` tools), for the life of the scope: each URL of AMQP_URL tried once, in turn. */
+export const connectOnce = (connectionName: string) =>
+  Effect.gen(function*() {
+    const { amqpTls, amqpUrls } = yield* SharedConfig
+    return yield* Effect.acquireRelease(
+      Effect.validateFirst(amqpUrls, (url) => connectTo(url, connectionName, { tls: amqpTls })).pipe(
+        Effect.mapError((attempts) => new NoBrokerReachable({ attempts })),
+        // Without a listener, an 'error' event (the broker going away) would be thrown.
+        Effect.tap((connection) => Effect.sync(() => connection.on("error", () => undefined)))
+      ),
+      closeQuietly
+    )
+  })
+
 /** Closes an amqplib connection or channel, ignoring one that is already gone. */
 export const closeQuietly = (resource: { close(): Promise<void> }) =>
   Effect.promise(() => resource.close().catch(() => undefined)).pipe(atMost(BROKER_OPERATION_TIMEOUT))

@@ -1,6 +1,7 @@
 import type * as amqp from "amqplib"
 import { Data, Deferred, Duration, Effect, type Scope } from "effect"
 import { AmqpConnection, closeQuietly, openChannel } from "./AmqpConnection"
+import { type Declaration, declareTopology } from "./QueueTopology"
 
 /**
  * A publish the broker did not take responsibility for. `reason`: `unroutable`, it was returned (no
@@ -87,12 +88,12 @@ export const publishConfirmed = (
   })
 
 /**
- * A confirm channel on every connection, for the life of the surrounding scope: `declare` sets up
- * the topology the feature publishes to, then the channel is open for publishing until it closes.
+ * A confirm channel on every connection, for the life of the surrounding scope: once `topology`
+ * (what the feature publishes to) is declared, the channel is open for publishing until it closes.
  * Knows nothing of what is published; each feature names its exchange, routing key and properties.
  */
 export const makeConfirmedPublisher = (options: {
-  readonly declare: (channel: amqp.ConfirmChannel) => Effect.Effect<void, unknown>
+  readonly topology: ReadonlyArray<Declaration>
   readonly confirmTimeout: Duration.Duration
 }): Effect.Effect<ConfirmedPublisher, never, AmqpConnection | Scope.Scope> =>
   Effect.gen(function*() {
@@ -104,6 +105,7 @@ export const makeConfirmedPublisher = (options: {
 
     const confirmChannelSession = (model: amqp.ChannelModel) =>
       Effect.gen(function*() {
+        yield* declareTopology(model, options.topology)
         const channel = yield* Effect.acquireRelease(
           openChannel(model, () => model.createConfirmChannel()),
           (channel) => Effect.zipRight(Effect.sync(() => (session = undefined)), closeQuietly(channel))
@@ -111,9 +113,7 @@ export const makeConfirmedPublisher = (options: {
         const closed = yield* Deferred.make<void>()
         channel.on("error", () => undefined)
         channel.on("close", () => Deferred.unsafeDone(closed, Effect.void))
-        const confirmSession = confirmSessionOf(channel)
-        yield* options.declare(channel)
-        session = confirmSession
+        session = confirmSessionOf(channel)
         yield* Deferred.await(closed)
         session = undefined
       })

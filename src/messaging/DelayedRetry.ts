@@ -1,6 +1,5 @@
-import type * as amqp from "amqplib"
 import { Data, Effect, Random } from "effect"
-import { declareQueue } from "./QueueTopology"
+import { Declaration } from "./QueueTopology"
 
 /**
  * Retries that wait, in the broker rather than in the service: a failed message is moved to a
@@ -79,10 +78,8 @@ export const retryQueueArguments = (queue: string, delayMillis: number) => ({
   "x-overflow": "reject-publish"
 })
 
-/** Declares the delay queues `policy` uses for `queue`; idempotent. */
-export const declareRetryQueues = (channel: amqp.Channel, queue: string, policy: RetryPolicy) =>
-  Effect.forEach(
-    delaysOf(policy),
-    (delay) => declareQueue(channel, retryQueueOf(queue, delay), retryQueueArguments(queue, delay)),
-    { discard: true }
+/** The delay queues `policy` uses for `queue`. */
+export const retryQueueTopology = (queue: string, policy: RetryPolicy): ReadonlyArray<Declaration> =>
+  delaysOf(policy).map((delay) =>
+    Declaration.Queue({ name: retryQueueOf(queue, delay), arguments: retryQueueArguments(queue, delay) })
   )

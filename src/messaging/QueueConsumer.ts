@@ -6,7 +6,7 @@ import { AmqpConnection, closeQuietly, openChannel } from "./AmqpConnection"
 import { makeConfirmedPublisher } from "./ConfirmedPublisher"
 import { retryQueueOf } from "./DelayedRetry"
 import { copyOptions, readStory, withFailure } from "./FailureStory"
-import { deadLetterQueueOf } from "./QueueTopology"
+import { type Declaration, deadLetterQueueOf, declareTopology } from "./QueueTopology"
 import { Settlement } from "./Settlement"
 
 const REQUEUE = Settlement.Retry({ reason: "unexpected failure" })
@@ -15,8 +15,8 @@ export interface QueueConsumerOptions<R> {
   readonly queue: string
   /** Unacknowledged deliveries at once = messages processed at once. */
   readonly prefetch: number
-  /** Declares what the consumer reads from, on each new channel, before it subscribes. */
-  readonly declare: (channel: amqp.Channel) => Effect.Effect<void, unknown>
+  /** What the consumer reads from, declared on each new connection before it subscribes. */
+  readonly topology: ReadonlyArray<Declaration>
   /** Decides what becomes of one delivery; each runs in a fiber of its own. */
   readonly handle: (message: amqp.Message) => Effect.Effect<Settlement, never, R>
   /** After the settlement reached the channel: the feature's own log line about it. */
@@ -71,7 +71,7 @@ export const consumeQueue = <R>(
     const subscribed = yield* Ref.make(false)
     const { prefetch, queue, shutdownTimeout } = options
 
-    const publisher = yield* makeConfirmedPublisher({ declare: () => Effect.void, confirmTimeout: options.publishTimeout })
+    const publisher = yield* makeConfirmedPublisher({ topology: [], confirmTimeout: options.publishTimeout })
 
     /**
      * When each message this consumer requeued (by `messageId`) first failed. A requeue carries no
@@ -165,6 +165,7 @@ export const consumeQueue = <R>(
 
     const consumeSession = (model: amqp.ChannelModel) =>
       Effect.gen(function*() {
+        yield* declareTopology(model, options.topology)
         const channel = yield* Effect.acquireRelease(openChannel(model, () => model.createChannel()), closeQuietly)
         const ended = yield* Deferred.make<void>()
         let channelClosed = false
@@ -174,7 +175,6 @@ export const consumeQueue = <R>(
           Deferred.unsafeDone(ended, Exit.void)
         })
         const acks = makeAckCoalescer(channel)
-        yield* options.declare(channel)
         yield* Effect.tryPromise(() => channel.prefetch(prefetch))
 
         // Released before the consumer below: in-flight work is interrupted only after the drain.

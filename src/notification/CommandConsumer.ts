@@ -3,9 +3,9 @@ import { Cause, Clock, Context, Duration, Effect, Either, Exit, FiberRef, HashMa
 import { SharedConfig } from "../config/SharedConfig"
 import { NotificationFailedEvent, NotificationSentEvent } from "../contracts/NotificationEvents"
 import { decodeCommand } from "../contracts/SendNotificationCommand"
-import { declareRetryQueues, decideRetry, type RetryPolicy } from "../messaging/DelayedRetry"
+import { decideRetry, retryQueueTopology, type RetryPolicy } from "../messaging/DelayedRetry"
 import { consumeQueue } from "../messaging/QueueConsumer"
-import { declareWorkQueue } from "../messaging/QueueTopology"
+import { type Declaration, workQueueTopology } from "../messaging/QueueTopology"
 import { deliveryAttempt, Settlement } from "../messaging/Settlement"
 import { tracingEnabled, withConsumeSpan } from "../observability/TraceContext"
 import { describeCause } from "../runtime/describe"
@@ -102,6 +102,12 @@ const logSettled = (message: amqp.Message, settlement: Settlement) => {
   }
 }
 
+/** The command queue with its dead-letter queue, and the delay queues `policy` uses. */
+export const commandQueueTopology = (queue: string, policy: RetryPolicy): ReadonlyArray<Declaration> => [
+  ...workQueueTopology(queue),
+  ...retryQueueTopology(queue, policy)
+]
+
 /** Consumes the command queue for the life of the service. */
 export class CommandConsumer extends Context.Tag("notification/CommandConsumer")<CommandConsumer, {
   /** Whether a consumer is subscribed right now (readiness). */
@@ -123,8 +129,7 @@ const make = Effect.gen(function*() {
     yield* consumeQueue({
       queue: commandQueue,
       prefetch,
-      declare: (channel) =>
-        Effect.zipRight(declareWorkQueue(channel, commandQueue), declareRetryQueues(channel, commandQueue, retryPolicy)),
+      topology: commandQueueTopology(commandQueue, retryPolicy),
       handle,
       settled: logSettled,
       shutdownTimeout,

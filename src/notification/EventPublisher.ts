@@ -1,7 +1,7 @@
 import { Context, Effect, Layer } from "effect"
 import { encodeEvent, EVENTS_EXCHANGE, type NotificationEvent } from "../contracts/NotificationEvents"
 import { makeConfirmedPublisher } from "../messaging/ConfirmedPublisher"
-import { declareTopicExchange } from "../messaging/QueueTopology"
+import { Declaration } from "../messaging/QueueTopology"
 import { currentTraceHeaders, tracingEnabled } from "../observability/TraceContext"
 import { SharedConfig } from "../config/SharedConfig"
 import { backoff } from "../runtime/backoff"
@@ -27,7 +27,7 @@ export class EventPublisher extends Context.Tag("notification/EventPublisher")<E
       const { publishTimeout } = yield* SharedConfig
       const tracing = yield* tracingEnabled
       const publisher = yield* makeConfirmedPublisher({
-        declare: (channel) => declareTopicExchange(channel, EVENTS_EXCHANGE),
+        topology: [Declaration.Exchange({ name: EVENTS_EXCHANGE })],
         confirmTimeout: publishTimeout
       })
       const publish = (event: NotificationEvent) =>

@@ -3,7 +3,7 @@ import { Context, Effect, Either, Layer } from "effect"
 import { SharedConfig } from "../config/SharedConfig"
 import { decodeEvent, EVENTS_EXCHANGE, NotificationSentEvent, type ReceivedEvent } from "../contracts/NotificationEvents"
 import { consumeQueue } from "../messaging/QueueConsumer"
-import { bindQueue, declareTopicExchange, declareWorkQueue } from "../messaging/QueueTopology"
+import { Declaration, workQueueTopology } from "../messaging/QueueTopology"
 import { deliveryAttempt, Settlement } from "../messaging/Settlement"
 import { tracingEnabled, withConsumeSpan } from "../observability/TraceContext"
 import { backoff } from "../runtime/backoff"
@@ -16,13 +16,13 @@ const EVENTS_PREFETCH = 50
 
 /**
  * The exchange, the order service's own events queue (`ORDER_EVENTS_QUEUE`) with its dead-letter
- * queue, and the binding to every `notification.*` event; idempotent.
+ * queue, and the binding to every `notification.*` event.
  */
-export const declareEventsQueue = (channel: amqp.Channel, queue: string) =>
-  declareTopicExchange(channel, EVENTS_EXCHANGE).pipe(
-    Effect.zipRight(declareWorkQueue(channel, queue)),
-    Effect.zipRight(bindQueue(channel, queue, EVENTS_EXCHANGE, "notification.*"))
-  )
+export const eventsQueueTopology = (queue: string): ReadonlyArray<Declaration> => [
+  Declaration.Exchange({ name: EVENTS_EXCHANGE }),
+  ...workQueueTopology(queue),
+  Declaration.Binding({ queue, exchange: EVENTS_EXCHANGE, pattern: "notification.*" })
+]
 
 /** While the store is failing, an event is applied again at this pace (it stays unsettled meanwhile). */
 const storeRetry = backoff("5 seconds")
@@ -88,7 +88,7 @@ const make = Effect.gen(function*() {
     yield* consumeQueue({
       queue: eventsQueue,
       prefetch: EVENTS_PREFETCH,
-      declare: (channel) => declareEventsQueue(channel, eventsQueue),
+      topology: eventsQueueTopology(eventsQueue),
       handle,
       settled: (message, settlement) =>
         settlement._tag === "DeadLetter"

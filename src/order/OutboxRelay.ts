@@ -3,12 +3,12 @@ import { Context, Data, Effect, Layer, Option, Queue, Schedule, Tracer } from "e
 import { SharedConfig } from "../config/SharedConfig"
 import { commandProperties } from "../contracts/SendNotificationCommand"
 import { makeConfirmedPublisher } from "../messaging/ConfirmedPublisher"
-import { declareWorkQueue } from "../messaging/QueueTopology"
+import { workQueueTopology } from "../messaging/QueueTopology"
 import { NO_LABELS } from "../observability/Metrics"
 import { currentTraceHeaders, parseTraceparent, tracingEnabled } from "../observability/TraceContext"
 import { atMost } from "../runtime/atMost"
 import { backoff } from "../runtime/backoff"
-import { declareEventsQueue } from "./EventConsumer"
+import { eventsQueueTopology } from "./EventConsumer"
 import { OrderConfig } from "./OrderConfig"
 import { outboxLag, outboxOldestSeconds, outboxPending, relayFailed, relayPublished, statusTransitions, TO_QUEUED } from "./OrderMetrics"
 import type { OutboxEntry } from "./store/OrderRecord"
@@ -63,7 +63,7 @@ const make = Effect.gen(function*() {
   const tracing = yield* tracingEnabled
   const publisher = yield* makeConfirmedPublisher({
     // The events queue too, so that it exists before the first command can produce an event.
-    declare: (channel) => Effect.zipRight(declareWorkQueue(channel, commandQueue), declareEventsQueue(channel, eventsQueue)),
+    topology: [...workQueueTopology(commandQueue), ...eventsQueueTopology(eventsQueue)],
     confirmTimeout: publishTimeout
   })
   const wakeUps = yield* Queue.sliding<void>(1)
