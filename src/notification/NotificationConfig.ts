@@ -25,5 +25,6 @@ export const NotificationConfig = Config.all({
   sendDelay: Env.integer("NOTIFICATION_SEND_DELAY_MS", 500, { min: 0, max: 3_600_000 }).pipe(Config.map(Duration.millis)),
   failureRate: Env.probability("NOTIFICATION_FAILURE_RATE", 0),
   retryPolicy,
-  healthPort: Env.port("NOTIFICATION_HEALTH_PORT", 3001)
+  // 0: any free port (the log says which), so several services can run on one host.
+  healthPort: Env.integer("NOTIFICATION_HEALTH_PORT", 3001, { min: 0, max: 65535 })
 })

@@ -115,6 +115,25 @@ describe("services as processes", () => {
       expect(service.lines.some((line) => line.includes("    at "))).toBe(false)
     }))
 
+  it.scopedLive("several notification services on one host: NOTIFICATION_HEALTH_PORT=0 gives each a free port, logged", () =>
+    Effect.gen(function*() {
+      const queue = uniqueQueueName("several")
+      yield* testBroker(queue)
+      const services = yield* Effect.all(
+        [1, 2].map(() => spawnService("notification/main.ts", { COMMAND_QUEUE: queue, NOTIFICATION_HEALTH_PORT: 0 })),
+        { concurrency: "unbounded" }
+      )
+      const ports = yield* Effect.forEach(services, (service) =>
+        Effect.map(service.waitForLine(/Listening on http:\/\/[^:]+:\d+/), (line) => Number(/:(\d+)$/.exec(messageOf(line))![1])))
+      expect(new Set(ports).size).toBe(2)
+      expect(ports).not.toContain(3001)
+      for (const service of services) yield* service.waitForLine(new RegExp(`Consuming ${queue.replaceAll(".", "\\.")} `))
+      for (const port of ports) {
+        const response = yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/health/ready`))
+        expect(response.status).toBe(200)
+      }
+    }))
+
   it.scopedLive("an invalid LOG_FORMAT is reported too", () =>
     Effect.gen(function*() {
       const service = yield* spawnService("notification/main.ts", { LOG_FORMAT: "xml" })
