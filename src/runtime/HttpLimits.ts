@@ -2,7 +2,7 @@ import { createServer, type Server, STATUS_CODES } from "node:http"
 import type { Duplex } from "node:stream"
 
 /**
- * The limits of every HTTP server of ours (README, Security; docs/operations.md, HTTP limits).
+ * The limits of every HTTP server of ours (docs/security.md, HTTP limits).
  * Node enforces them itself, whatever the routes do, so a client that trickles its bytes costs a
  * connection for seconds, not for as long as it likes.
  */

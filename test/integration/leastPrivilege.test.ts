@@ -13,9 +13,9 @@ import { temporaryFolder } from "../support/services"
 
 /**
  * The services, the dlq tool and `npm run topology`, each as a RabbitMQ user with only the
- * permissions the README's "Least privilege" section gives it, on a private node (users and
+ * permissions docs/security.md's "Least privilege" gives it, on a private node (users and
  * permissions are the node's, so the shared broker's are never touched), with the default queue
- * names; and the order service on PostgreSQL as roles with only the README's grants.
+ * names; and the order service on PostgreSQL as roles with only docs/security.md's grants.
  */
 
 const NODE = rabbitNode("privilege", "lp", 5692)
@@ -27,7 +27,7 @@ const EVENTS_QUEUE = "order_service.notification_events"
 const RETRY = { NOTIFICATION_MAX_ATTEMPTS: 3, NOTIFICATION_RETRY_DELAY_MS: 200 }
 const DELAY_QUEUE = `${COMMAND_QUEUE}.retry.200ms`
 
-/** configure, write, read: as the README's `rabbitmqctl set_permissions` lines give them. */
+/** configure, write, read: as docs/security.md's `rabbitmqctl set_permissions` lines give them. */
 const PERMISSIONS = {
   order_service: ["^$", "^(amq\\.default|order_service\\.notification_events)$", "^(order_service\\.notification_events|notification\\.events)$"],
   notification_service: ["^$", "^(amq\\.default|notification\\.events)$", "^send_notification_command$"],
@@ -177,7 +177,7 @@ const attempt = (connection: amqp.ChannelModel, operation: (channel: amqp.Channe
 const refusal = (resource: "queue" | "exchange", name: string, user: User) =>
   new RegExp(`^403 .*ACCESS_REFUSED - access to ${resource} '${name.replace(/\./g, "\\.")}' in vhost '${VHOST}' refused for user '${user}'`)
 
-describe("least privilege: every user has only the permissions the README gives it", () => {
+describe("least privilege: every user has only the permissions docs/security.md gives it", () => {
   layer(PrivilegeBroker.layer, { timeout: "3 minutes", excludeTestServices: true })("a private node with the four users", (it) => {
     it.scoped("an order goes through, is retried through a delay queue, dead-lettered, replayed by the dlq tool's user and notified; each user is refused what it must not do", () =>
       Effect.gen(function*() {
@@ -316,7 +316,7 @@ describe("least privilege: every user has only the permissions the README gives 
           yield* Layer.build(PgClient.layer({ url: Redacted.make(adminUrl), connectTimeout: Duration.seconds(5) })),
           SqlClient.SqlClient
         )
-        // The README's grants, with the test's own names (trust authentication: no passwords).
+        // docs/security.md's grants, with the test's own names (trust authentication: no passwords).
         yield* Effect.acquireRelease(
           Effect.forEach([
             `CREATE ROLE ${migrator} LOGIN`,

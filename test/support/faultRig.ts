@@ -455,7 +455,7 @@ export const settleStoreAccount = (port: number, accepted: ReadonlyArray<string>
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-/** The figures a scenario produced, printed for the README's table (lists of ids left out). */
+/** The figures a scenario produced, printed for docs/faults.md and docs/scale.md (lists of ids left out). */
 export const report = (scenario: string, figures: Record<string, unknown>) =>
   Effect.sync(() =>
     console.log(`[fault figures] ${scenario}: ${
