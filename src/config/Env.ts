@@ -54,6 +54,11 @@ export const namedFile = (name: string): Config.Config<Option.Option<{ readonly 
  * Environment variables with defaults, each validated to one clear line
  * ("PORT must be an integer from 1 to 65535 (got "abc")") that names the variable and what it expects;
  * `show` undefined echoes nothing of the value.
+ *
+ * Not `Config.port` / `Config.integer` / `Config.literal` / `Config.validate` / `Schema.Config`: their
+ * messages name neither the variable nor the range ("Expected a network port value but received
+ * "abc""), `validate`'s cannot show the value, `Schema.Config`'s span lines, and a blank variable is
+ * no default to them (`Config.integer` reads "" as 0), where a compose file leaves one blank to unset it.
  */
 const variable = <A>(
   name: string,

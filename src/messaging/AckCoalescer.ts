@@ -8,19 +8,19 @@ import type * as amqp from "amqplib"
  * this sends one ack frame per read instead of one per message.
  *
  * The flush is a `process.nextTick`, not a `setImmediate`: the broker sends more only as acks come
- * back, so below a large prefetch every delay before the ack is time both sides wait. Measured in
- * alternating runs, nextTick drained faster in every pair (prefetch 1: ~1,150 against ~730-1,100
- * commands/s; prefetch 100: 6-30% more).
+ * back, so below a large prefetch every delay before the ack is time both sides wait. In
+ * alternating runs nextTick drained faster in every pair (docs/performance.md, "What the profiles
+ * showed").
  *
  * Rejects are not coalesced: the caller sends them at once, and tells us with `forget`.
  *
  * At shutdown the acks are held until the drain is over, then sent as one frame. RabbitMQ 3.10's
- * quorum queues keep at most about 32 of a channel's settles outstanding, hold back the rest until
+ * quorum queues keep a limited number of a channel's settles outstanding, hold back the rest until
  * those are applied, and drop what they hold back when the channel closes. A drain's sends end
  * together (one timer each), so their acks went out as one frame per send just before the close,
- * and in about one shutdown in eight at prefetch 50 some of them never counted: those commands came
- * back and were sent twice. (Reproduced with amqplib alone: 50 single acks then `close`, 16 lost
- * every time; one `multiple` ack, none.)
+ * and in some shutdowns a few of them never counted: those commands came back and were sent twice.
+ * One `multiple` ack lost none in the reproduction (docs/faults.md, "Graceful shutdown and RabbitMQ
+ * 3.10's settles").
  */
 export interface AckCoalescer {
   /** Call for every delivery, in delivery order, when it arrives. */

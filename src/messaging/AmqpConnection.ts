@@ -21,6 +21,7 @@ import { redactUrl, SharedConfig } from "../config/SharedConfig"
 import { atMost } from "../runtime/atMost"
 import { backoff } from "../runtime/backoff"
 import { describeCause, errorMessage } from "../runtime/describe"
+import { writeFramesInBatches } from "./amqplibFrameBatching"
 
 export class BrokerUnreachable extends Data.TaggedError("BrokerUnreachable")<{
   readonly url: string
@@ -79,39 +80,6 @@ export class AmqpConnection extends Context.Tag("messaging/AmqpConnection")<Amqp
   /** `connectionName` shows in the management UI and `rabbitmqctl list_connections`. */
   static readonly layer = (options: { readonly connectionName: string }) =>
     Layer.scoped(AmqpConnection, make(options.connectionName))
-}
-
-
-/** The two amqplib 2.3 internals `writeFramesInBatches` relies on. */
-interface ConnectionInternals {
-  readonly stream?: { cork(): void; uncork(): void }
-  readonly muxer?: { _readIncoming(): void }
-}
-
-/**
- * Makes the frames amqplib writes in one turn of the event loop go to the socket as one write.
- *
- * amqplib queues each channel's frames and, once a turn, its muxer hands them to the socket one
- * `write` at a time: one system call per publish (or ack) while the socket keeps up. Under the
- * benchmark those writes were about 8% of the order service's busy time. Corking the socket around
- * the muxer's pass turns them into one `writev`. No frame waits longer than it did.
- *
- * amqplib offers no option for this, so it wraps one internal method; `amqplib` is pinned, and a
- * version without these internals simply goes without (the check below).
- */
-const writeFramesInBatches = (model: amqp.ChannelModel): amqp.ChannelModel => {
-  const { muxer, stream } = (model as unknown as { readonly connection: ConnectionInternals }).connection
-  if (stream === undefined || typeof muxer?._readIncoming !== "function") return model
-  const writeQueuedFrames = muxer._readIncoming.bind(muxer)
-  muxer._readIncoming = () => {
-    stream.cork()
-    try {
-      writeQueuedFrames()
-    } finally {
-      stream.uncork()
-    }
-  }
-  return model
 }
 
 /**

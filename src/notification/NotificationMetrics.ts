@@ -71,7 +71,7 @@ export const observeDelivery = (message: amqp.Message) =>
     else if (message.properties.headers?.[REPLAYED_AT] !== undefined && readStory(message).attempts === 0) {
       commandsReplayed.unsafeUpdate(1, NO_LABELS)
     }
-    // `map`, not `onExit`: only a settlement is counted, and `onExit` costs a few µs per delivery more.
+    // `map`, not `onExit`: only a settlement is counted, and `onExit` costs more per delivery (docs/performance.md).
     return Effect.map(process, (settlement) => {
       switch (settlement._tag) {
         case "Ack":

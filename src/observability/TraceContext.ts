@@ -3,15 +3,18 @@ import { Context, Effect, FiberRef, Option, Tracer } from "effect"
 
 /**
  * W3C trace context (`traceparent`) across the queue: the publisher writes its span into the
- * message headers, the consumer continues that trace. This mirrors `@effect/platform`'s
- * `HttpTraceContext` for AMQP headers, whose values may arrive as strings or Buffers.
+ * message headers, the consumer continues that trace. AMQP header values may arrive as Buffers.
+ *
+ * Ours, not `@effect/platform`'s `HttpTraceContext`: its `w3c` parser accepts the all-zero ids and
+ * malformed flags that W3C says to ignore, and its `toHeaders` takes only a full `Span` (not an
+ * external parent), adds a `b3` header, and writes `00-noop-noop-00` for a no-op span.
  */
 
 /**
  * Whether the service is traced (`TracingLive` with an OTLP endpoint). Services read it once, when
  * their Layer is built, and leave their per-request and per-delivery spans out entirely while it is
- * false: a span with tracing off is a no-op that still costs several µs, which measured up to a
- * fifth of a delivery's cost when draining a backlog.
+ * false: a span with tracing off is a no-op, but building and ending it is a cost per delivery
+ * worth skipping (docs/performance.md, "What the profiles showed").
  */
 export const tracingEnabled: Effect.Effect<boolean> = FiberRef.get(FiberRef.currentTracerEnabled)
 

@@ -1,5 +1,5 @@
-import { HttpApi, HttpApiBuilder, HttpApiSwagger, HttpServerResponse, OpenApi } from "@effect/platform"
-import { Effect, Layer } from "effect"
+import { HttpApiBuilder, HttpApiSwagger } from "@effect/platform"
+import { Layer } from "effect"
 
 /**
  * `GET /docs`: Swagger UI for the API, generated from the `HttpApi` it is served beside. The
@@ -8,11 +8,5 @@ import { Effect, Layer } from "effect"
  */
 export const DocsLive = Layer.mergeAll(
   HttpApiSwagger.layer({ path: "/docs" }),
-  HttpApiBuilder.Router.use((router) =>
-    Effect.gen(function*() {
-      const { api } = yield* HttpApi.Api
-      const spec = OpenApi.fromApi(api as HttpApi.HttpApi<string, never>)
-      yield* router.get("/openapi.json", HttpServerResponse.json(spec))
-    })
-  )
+  HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })
 )

@@ -19,8 +19,14 @@ const levels = {
 //
 // Why: Effect's loggers `console.log` each line, one synchronous `write` to a pipe per line (and
 // per annotation line, in the pretty format). Draining a backlog, the consumer prints a line per
-// command, and profiles put about 17% of its time in those writes. Lines wait at most until the
-// end of the turn; whatever is still waiting when the process exits is written then.
+// command, and those writes were a large share of its time (docs/performance.md, "What the
+// profiles showed"). Lines wait at most until the end of the turn; whatever is still waiting when
+// the process exits is written then.
+//
+// Not `Logger.batched` in a scope: its flush is a fiber on a timer that wakes every window, idle
+// or not, so a window short enough to keep up with this costs CPU while nothing is logged, and
+// longer ones logged fewer lines/s (docs/performance.md, "Logging: Logger.batched"); and a crash
+// outside Effect loses its buffer, where the "exit" handler still writes this one.
 
 let pendingOutput = ""
 let flushScheduled = false

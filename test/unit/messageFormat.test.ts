@@ -27,6 +27,12 @@ describe("uuidv7", () => {
     const later = uuidv7(1_700_000_000_001)
     expect([later, earlier].sort()).toEqual([earlier, later])
   })
+
+  it("increases from one id to the next, within a millisecond too (newest first is id order)", () => {
+    const ids = Array.from({ length: 10_000 }, () => uuidv7())
+    expect([...ids].sort()).toEqual(ids)
+    expect(new Set(ids).size).toBe(ids.length)
+  })
 })
 
 describe("SendNotificationCommand", () => {
