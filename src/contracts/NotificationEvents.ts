@@ -2,7 +2,7 @@ import type * as amqp from "amqplib"
 import { Either, ParseResult, Schema } from "effect"
 import { randomUUID } from "node:crypto"
 import { OrderId, UserId } from "../domain/Order"
-import { describeIssues } from "../runtime/describe"
+import { decodeOrReason, describeIssues, LONE_SURROGATE } from "../runtime/describe"
 
 /**
  * The events the notification service sends back: what became of a command. Published to one
@@ -18,10 +18,17 @@ export class NotificationSentEvent extends Schema.Class<NotificationSentEvent>("
   sentAt: Schema.Date
 }) {}
 
+/** Text the order store keeps exactly, on SQLite and PostgreSQL alike: no NUL, no lone surrogate. */
+export const isStorableText = (text: string) => !text.includes("\u0000") && text.match(LONE_SURROGATE) === null
+
+const StorableText = Schema.String.pipe(
+  Schema.filter(isStorableText, { message: () => "must be text without NUL or lone surrogates" })
+)
+
 export class NotificationFailedEvent extends Schema.Class<NotificationFailedEvent>("NotificationFailed")({
   orderId: OrderId,
   userId: UserId,
-  reason: Schema.String,
+  reason: StorableText,
   attempts: Schema.Int.pipe(Schema.positive()),
   failedAt: Schema.Date
 }) {}
@@ -78,14 +85,17 @@ export const decodeEvent = (message: amqp.Message): Either.Either<ReceivedEvent,
   }
   const eventId: unknown = message.properties.messageId
   if (typeof eventId !== "string" || eventId === "") return Either.left("the event has no messageId")
+  if (!isStorableText(eventId)) return Either.left("the event's messageId holds a NUL or a lone surrogate")
   const text = message.content.toString("utf8")
-  const decoded: Either.Either<NotificationEvent, ParseResult.ParseError> = type === "NotificationSent"
-    ? decoders.NotificationSent(text)
-    : decoders.NotificationFailed(text)
-  return decoded.pipe(
-    Either.mapBoth({
-      onLeft: (error) => `not a valid ${type} (${describeIssues(ParseResult.ArrayFormatter.formatErrorSync(error))})`,
-      onRight: (event): ReceivedEvent => ({ eventId, event })
-    })
-  )
+  return decodeOrReason(() => {
+    const decoded: Either.Either<NotificationEvent, ParseResult.ParseError> = type === "NotificationSent"
+      ? decoders.NotificationSent(text)
+      : decoders.NotificationFailed(text)
+    return decoded.pipe(
+      Either.mapBoth({
+        onLeft: (error) => `not a valid ${type} (${describeIssues(ParseResult.ArrayFormatter.formatErrorSync(error))})`,
+        onRight: (event): ReceivedEvent => ({ eventId, event })
+      })
+    )
+  })
 }

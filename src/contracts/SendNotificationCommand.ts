@@ -1,7 +1,7 @@
 import type * as amqp from "amqplib"
 import { Either, ParseResult, Schema } from "effect"
 import { OrderId, UserId } from "../domain/Order"
-import { describeIssues } from "../runtime/describe"
+import { decodeOrReason, describeIssues } from "../runtime/describe"
 
 /**
  * The command both services agree on: the original demo's `{"orderId", "userId"}` body,
@@ -18,8 +18,8 @@ const decodeJson = Schema.decodeEither(Schema.parseJson(SendNotificationCommand)
 
 /**
  * The body the schema's encoding gives (a unit test holds them equal), written directly: both
- * fields encode as themselves, and the schema's generic encoder allocated about 12% of the order
- * service's memory per request under the benchmark.
+ * fields encode as themselves, and the schema's generic encoder was a noticeable share of the order
+ * service's allocations per request (docs/performance.md, "What the profiles showed").
  */
 export const encodeCommand = ({ orderId, userId }: SendNotificationCommand): Buffer =>
   Buffer.from(JSON.stringify({ orderId, userId } satisfies typeof SendNotificationCommand.Encoded))
@@ -51,18 +51,19 @@ const decodeFields = Schema.decodeUnknownEither(Schema.Struct(SendNotificationCo
  *
  * A valid body takes the short way: `JSON.parse`, the fields decoded by their schemas, and the
  * class built from them without checking them twice. The whole `parseJson(SendNotificationCommand)`
- * decoder gives the same result but was about a quarter of the consumer's CPU when draining a
- * backlog; it still runs for a body that fails, so that every failure reads as it always has.
+ * decoder gives the same result but was a large share of the consumer's CPU when draining a backlog
+ * (docs/performance.md, "What the profiles showed"); it still runs for a body that fails, so that
+ * every failure reads as it always has.
  */
 export const decodeCommand = (body: Buffer): Either.Either<SendNotificationCommand, string> => {
   const text = body.toString("utf8")
   const fields = parseJsonOrUndefined(text)
   if (fields !== undefined) {
-    const decoded = decodeFields(fields)
+    const decoded = decodeOrReason(() => Either.mapLeft(decodeFields(fields), String))
     if (Either.isRight(decoded)) return Either.right(new SendNotificationCommand(decoded.right, true))
   }
-  return decodeJson(text).pipe(
-    Either.mapLeft((error) => describeIssues(ParseResult.ArrayFormatter.formatErrorSync(error)))
+  return decodeOrReason(() =>
+    decodeJson(text).pipe(Either.mapLeft((error) => describeIssues(ParseResult.ArrayFormatter.formatErrorSync(error))))
   )
 }
 

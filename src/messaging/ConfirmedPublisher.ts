@@ -80,8 +80,9 @@ export const publishConfirmed = (
         }
       })
     } catch (error) {
-      // The channel closed between our check and the publish.
-      settle(refuse(`Lost the broker channel (${(error as Error).message})`))
+      // The channel closed between our check and the publish, or amqplib could not encode the message
+      // (a header it decoded but cannot write back, such as a timestamp past 2^64 - 1).
+      settle(refuse(`Could not publish on the broker channel (${(error as Error).message})`))
     }
     // No canceler: an interrupted publish leaves its deadline to fire into a fiber that has
     // ended, which ignores it; a canceler would make every publish an uninterruptible region.

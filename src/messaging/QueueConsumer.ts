@@ -110,11 +110,12 @@ export const consumeQueue = <R>(
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const headers = withFailure(message, { ...move, failedAt: new Date(now), queue }, takeFirstFailure(message) ?? now)
         return publisher.publish("", move.target, message.content, copyOptions(message, headers, move.waitMillis)).pipe(
-          Effect.as(settleOnChannel(channel, acks, message, "ack")),
+          // Settled only once the copy's fate is known: lazily, never while the effect is built.
+          Effect.map(() => settleOnChannel(channel, acks, message, "ack")),
           Effect.catchAll((error) =>
-            Effect.as(
+            Effect.map(
               Effect.logWarning(`Could not move the message to ${move.target} (${error.message}); ${otherwise.instead}`),
-              settleOnChannel(channel, acks, message, otherwise.outcome)
+              () => settleOnChannel(channel, acks, message, otherwise.outcome)
             )
           )
         )
@@ -158,7 +159,8 @@ export const consumeQueue = <R>(
     // A handler that dies (a bug) must not leave its delivery unsettled for the life of the channel:
     // it is logged and requeued. An interrupted one (shutdown) is left to the broker.
     const decide = (message: amqp.Message) =>
-      options.handle(message).pipe(
+      // Suspended: a handler that throws while building its effect is a defect here, not in amqplib's callback.
+      Effect.suspend(() => options.handle(message)).pipe(
         Effect.catchAllDefect((defect) =>
           Effect.as(Effect.logError("Processing a delivery failed unexpectedly; requeued", defect), REQUEUE))
       )

@@ -8,7 +8,7 @@ import { consumeQueue } from "../messaging/QueueConsumer"
 import { type Declaration, workQueueTopology } from "../messaging/QueueTopology"
 import { deliveryAttempt, Settlement } from "../messaging/Settlement"
 import { tracingEnabled, withConsumeSpan } from "../observability/TraceContext"
-import { describeCause } from "../runtime/describe"
+import { describeCause, oneLineReason } from "../runtime/describe"
 import { EventPublisher } from "./EventPublisher"
 import { NotificationConfig } from "./NotificationConfig"
 import { observeDelivery } from "./NotificationMetrics"
@@ -49,7 +49,7 @@ export const processDelivery = (
       }
       // Shutdown ran out of time mid-send: settle nothing, the broker redelivers.
       if (Cause.isInterruptedOnly(sent.cause)) return Effect.interrupt
-      const reason = describeCause(sent.cause)
+      const reason = oneLineReason(describeCause(sent.cause))
       return Effect.flatMap(decideRetry(policy, attempt), (decision) => {
         switch (decision._tag) {
           case "RetryNow":

@@ -47,6 +47,8 @@ export class InternalServerError extends Schema.TaggedError<InternalServerError>
 const payloadTooLarge = new PayloadTooLarge({ message: `The request body is over ${MAX_BODY_BYTES} bytes` })
 const malformedRequest = new MalformedRequest({ message: "The request body is not valid JSON" })
 const internalServerError = new InternalServerError({ message: "Internal server error" })
+const nestedTooDeeply = new MalformedRequest({ message: "The request body is nested too deeply to decode" })
+const multipartRefused = { _tag: "UnsupportedMediaType", message: "The request body must be application/json, not multipart" }
 
 const respond = (status: number, error: { readonly _tag: string; readonly message: string }, extra?: object) =>
   HttpServerResponse.unsafeJson({ _tag: error._tag, message: error.message, ...extra }, { status })
@@ -69,6 +71,10 @@ export const answerEveryErrorWithJson = (app: HttpApp.Default): HttpApp.Default 
     if (Number(request.headers["content-length"] ?? 0) > MAX_BODY_BYTES) {
       return respond(413, payloadTooLarge)
     }
+    // No route takes multipart, and the platform would try to parse it anyway (and die, or wait on a cut-short body).
+    if (/^\s*multipart\//i.test(request.headers["content-type"] ?? "")) {
+      return respond(415, multipartRefused)
+    }
     return yield* app.pipe(HttpIncomingMessage.withMaxBodySize(Option.some(MAX_BODY_BYTES)))
   }).pipe(
     Effect.catchAllCause((cause: Cause.Cause<unknown>) => {
@@ -85,6 +91,10 @@ export const answerEveryErrorWithJson = (app: HttpApp.Default): HttpApp.Default 
       }
       if (HttpServerError.isServerError(error) && error._tag === "RequestError") {
         return Effect.succeed(respond(400, malformedRequest))
+      }
+      // Describing a value nested thousands deep overflows the stack in Effect's issue formatter.
+      if (error instanceof RangeError && Option.isNone(Cause.failureOption(cause))) {
+        return Effect.succeed(respond(400, nestedTooDeeply))
       }
       // A declared API error: the API's encoder, outside this middleware, answers it with its status.
       if (Option.isSome(Cause.failureOption(cause))) {
