@@ -1,38 +1,28 @@
 import { HttpServer } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { existsSync } from "node:fs"
 import { chromium } from "playwright-core"
+import { bundledChromium, chromiumArgs, findChromium } from "../support/browser"
 import { eventually, nextMessage, testBroker, uniqueQueueName } from "../support/broker"
 import { orderService } from "../support/services"
 
 /**
- * GET /docs in a real browser: Debian's Chromium (installed by .ci/run), driven by playwright-core.
- * The flags keep Chromium off the network, which this machine does not have.
+ * GET /docs in a real browser, driven by playwright-core: the Chromium that `findChromium` picks
+ * (CHROMIUM_PATH, else Debian's, else the one the npm package @sparticuz/chromium ships), and the
+ * npm-shipped one on every run too, so that the fallback a fresh machine relies on is proven even
+ * where Debian's chromium is installed.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
+const launch = (executablePath: Effect.Effect<string>) =>
+  Effect.acquireRelease(
+    Effect.flatMap(executablePath, (path) =>
+      Effect.promise(() => chromium.launch({ executablePath: path, headless: true, args: [...chromiumArgs] }))),
+    (b) => Effect.promise(() => b.close())
+  )
 
-const browser = Effect.acquireRelease(
-  Effect.promise(() => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`No Chromium at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (.ci/run does)`)
-    }
-    return chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync"
-      ]
-    })
-  }),
-  (b) => Effect.promise(() => b.close())
-)
+const browsers = [
+  { name: "the browser findChromium picks", path: Effect.promise(() => findChromium()).pipe(Effect.map((found) => found.executablePath)) },
+  { name: "the npm-shipped browser", path: Effect.promise(() => bundledChromium()) }
+]
 
 const serverUrl = Effect.map(HttpServer.HttpServer, ({ address }) => {
   if (address._tag !== "TcpAddress") throw new Error("expected a TCP server")
@@ -40,11 +30,25 @@ const serverUrl = Effect.map(HttpServer.HttpServer, ({ address }) => {
 })
 
 describe("GET /docs in headless Chromium", () => {
-  it.scopedLive("shows POST /orders, and its \"Try it out\" creates an order that reaches the queue", () =>
+  it.live("picks CHROMIUM_PATH, then Debian's /usr/bin/chromium, then the npm-shipped one", () =>
+    Effect.gen(function*() {
+      const here = process.execPath // any file that exists
+      const pick = (env: NodeJS.ProcessEnv, debianPath: string) => Effect.promise(() => findChromium({ env, debianPath }))
+      expect(yield* pick({ CHROMIUM_PATH: here }, here)).toEqual({ executablePath: here, source: "CHROMIUM_PATH" })
+      expect(yield* pick({}, here)).toEqual({ executablePath: here, source: "debian" })
+      expect(yield* pick({ CHROMIUM_PATH: "" }, "/nonexistent/chromium")).toEqual({
+        executablePath: yield* Effect.promise(() => bundledChromium()),
+        source: "npm"
+      })
+      const wrong = yield* Effect.promise(() => findChromium({ env: { CHROMIUM_PATH: "/nonexistent/chromium" } }).then(() => "found", (e: Error) => e.message))
+      expect(wrong).toBe("CHROMIUM_PATH is /nonexistent/chromium, and there is no file there")
+    }), 60_000)
+
+  it.scopedLive.each(browsers)("in $name: shows POST /orders, and its \"Try it out\" creates an order that reaches the queue", ({ path }) =>
     Effect.gen(function*() {
       const queue = uniqueQueueName("docs")
       const { channel } = yield* testBroker(queue)
-      const chromiumBrowser = yield* browser
+      const chromiumBrowser = yield* launch(path)
       yield* Effect.gen(function*() {
         const base = yield* serverUrl
         yield* eventually(
