@@ -1,3 +1,4 @@
+import { expect } from "@effect/vitest"
 import * as amqp from "amqplib"
 import { Effect, Fiber } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
@@ -8,6 +9,7 @@ import { type LogSource, type RunningService, until, waitForReadiness } from "..
 import { CLUSTER_NODES, leaderOf, queueNames, runningNodes } from "../support/privateCluster"
 import { nodeRunning, type RabbitNode, startNode } from "../support/rabbitNode"
 import { freePort, spawnService } from "../support/processes"
+import type { Account } from "../../src/verify/Workload"
 
 /**
  * The scale-out scenarios' rig: on the private cluster (test/support/privateCluster.ts), two
@@ -248,21 +250,8 @@ export const orderUrl = (service: RunningService) => `http://127.0.0.1:${service
 // ---------------------------------------------------------------------------------------------
 // The load: the real verify tool
 
-/** `npm run verify -- --json`'s account (src/verify/Workload.ts). */
-export interface VerifyAccount {
-  readonly accepted: number
-  readonly refused: number
-  readonly notified: number
-  readonly failed: number
-  readonly pending: number
-  readonly unknown: number
-  readonly lost: number
-  readonly duplicated: number
-  readonly notifiedAfterMillis: { readonly p50: number; readonly p99: number; readonly max: number }
-  readonly lostIds: ReadonlyArray<string>
-  readonly duplicatedIds: ReadonlyArray<string>
-  readonly refusals: ReadonlyArray<string>
-}
+/** `npm run verify -- --json`'s account. */
+export type VerifyAccount = Account
 
 export interface VerifyRun {
   readonly startedAt: number
@@ -500,3 +489,22 @@ export const summary = ({ duplicatedIds, lostIds, refusals, ...rest }: VerifyAcc
   ...(refusals.length > 0 ? { firstRefusal: refusals[0] } : {}),
   ...(duplicatedIds.length > 0 ? { firstDuplicated: duplicatedIds.slice(0, 3) } : {})
 })
+
+/**
+ * What every scenario must end with: every order accepted (nobody refused) and notified, none
+ * lost or failed, the tool's exit 0, and the fault over while the load still ran.
+ */
+export const expectEveryOrderNotified = (
+  { account, exitCode }: { readonly account: VerifyAccount; readonly exitCode: number | null },
+  orders: number,
+  loadOutlastedFault: boolean
+) => {
+  expect(account.lost).toBe(0)
+  expect(account.lostIds).toEqual([])
+  expect(account.failed).toBe(0)
+  expect(account.refused).toBe(0)
+  expect(account.accepted).toBe(orders)
+  expect(account.notified).toBe(account.accepted)
+  expect(exitCode).toBe(0)
+  expect(loadOutlastedFault).toBe(true)
+}

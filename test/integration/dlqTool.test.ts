@@ -2,37 +2,18 @@ import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import type * as amqp from "amqplib"
 import { Effect, Layer, Schedule } from "effect"
-import { spawn } from "node:child_process"
 import { commandProperties, encodeCommand, SendNotificationCommand } from "../../src/contracts/SendNotificationCommand"
 import { makeOrderId, UserId } from "../../src/domain/Order"
 import { countHeader } from "../../src/messaging/FailureStory"
 import { declareWorkQueue } from "../../src/messaging/QueueTopology"
 import { NotificationFailed, NotificationSender } from "../../src/notification/NotificationSender"
 import { AMQP_URL, eventually, queueDepth, testBroker, uniqueQueueName } from "../support/broker"
+import { runTool, type ToolRun } from "../support/processes"
 import { notificationConsumer, orderService } from "../support/services"
-
-interface ToolRun {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
 
 /** Runs `npm run dlq -- ...args` as the operator would, on the test's own command queue; resolves once it has exited. */
 const dlq = (queue: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
-  Effect.promise(() =>
-    new Promise<ToolRun>((resolve, reject) => {
-      const child = spawn(process.execPath, ["--import", "tsx", "src/dlq/main.ts", ...args], {
-        env: { ...process.env, AMQP_URL, COMMAND_QUEUE: queue, ...env },
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let stdout = ""
-      let stderr = ""
-      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")))
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")))
-      child.on("error", reject)
-      child.on("close", (code) => resolve({ code, stdout, stderr }))
-    })
-  )
+  runTool("dlq", args, { AMQP_URL, COMMAND_QUEUE: queue, ...env })
 
 const linesOf = (text: string) => text.trimEnd().split("\n")
 

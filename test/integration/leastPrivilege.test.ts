@@ -3,11 +3,10 @@ import { PgClient } from "@effect/sql-pg"
 import { describe, expect, layer } from "@effect/vitest"
 import * as amqp from "amqplib"
 import { Context, Duration, Effect, Layer, Redacted } from "effect"
-import { spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import { join } from "node:path"
 import { readinessBody, startNotificationService, startOrderService, until } from "../support/faultRig"
-import { freePort, type ServiceProcess, spawnService } from "../support/processes"
+import { freePort, runTool, type ServiceProcess, spawnService } from "../support/processes"
 import { prepareNode, rabbitmqctlOn, rabbitNode, removeLeftoverDirectories, removeNode, startNode } from "../support/rabbitNode"
 import { temporaryFolder } from "../support/services"
 
@@ -74,28 +73,6 @@ class PrivilegeBroker extends Context.Tag("test/PrivilegeBroker")<PrivilegeBroke
   )
 }
 
-interface ToolRun {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** Runs an operator's tool (`src/<tool>/main.ts`) as `npm run <tool>` would, to its exit. */
-const runTool = (tool: "dlq" | "topology", args: ReadonlyArray<string>, env: Record<string, string>) =>
-  Effect.promise(() =>
-    new Promise<ToolRun>((resolve, reject) => {
-      const child = spawn(process.execPath, ["--import", "tsx", `src/${tool}/main.ts`, ...args], {
-        env: { ...process.env, ...env },
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let stdout = ""
-      let stderr = ""
-      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")))
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")))
-      child.on("error", reject)
-      child.on("close", (code) => resolve({ code, stdout, stderr }))
-    })
-  )
 
 /** The topology, created as the setup user with the services' settings. */
 const createTopology = Effect.gen(function*() {

@@ -1,33 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { spawn } from "node:child_process"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { AMQP_URL } from "../support/broker"
 import { faultQueue, startNotificationService, startOrderService } from "../support/faultRig"
+import { runTool } from "../support/processes"
 
-interface ToolRun {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** Runs `npm run verify -- ...args` as a user would; resolves once it has exited. */
-const verify = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
-  Effect.promise(() =>
-    new Promise<ToolRun>((resolve, reject) => {
-      const child = spawn(process.execPath, ["--import", "tsx", "src/verify/main.ts", ...args], {
-        env: { ...process.env, ...env },
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let stdout = ""
-      let stderr = ""
-      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")))
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")))
-      child.on("error", reject)
-      child.on("close", (code) => resolve({ code, stdout, stderr }))
-    })
-  )
+/** Runs `npm run verify -- ...args` as a user would, to its exit. */
+const verify = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => runTool("verify", args, env)
 
 const lastLine = (text: string) => text.trimEnd().split("\n").at(-1) ?? ""
 

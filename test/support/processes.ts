@@ -96,3 +96,27 @@ export const spawnService = (entry: string, env: Record<string, string | number>
         rmSync(storeFolder, { recursive: true, force: true })
       })
   )
+
+/** What a command-line tool did: its exit code and everything it printed. */
+export interface ToolRun {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs an operator's tool (`src/<tool>/main.ts`) as `npm run <tool>` would, to its exit. */
+export const runTool = (tool: "dlq" | "topology" | "verify", args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  Effect.promise(() =>
+    new Promise<ToolRun>((resolve, reject) => {
+      const child = spawn(process.execPath, ["--import", "tsx", `src/${tool}/main.ts`, ...args], {
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let stdout = ""
+      let stderr = ""
+      child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")))
+      child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")))
+      child.on("error", reject)
+      child.on("close", (code) => resolve({ code, stdout, stderr }))
+    })
+  )
