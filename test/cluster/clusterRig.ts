@@ -1,4 +1,3 @@
-import { expect } from "@effect/vitest"
 import * as amqp from "amqplib"
 import { Effect, Fiber } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
@@ -489,22 +488,3 @@ export const summary = ({ duplicatedIds, lostIds, refusals, ...rest }: VerifyAcc
   ...(refusals.length > 0 ? { firstRefusal: refusals[0] } : {}),
   ...(duplicatedIds.length > 0 ? { firstDuplicated: duplicatedIds.slice(0, 3) } : {})
 })
-
-/**
- * What every scenario must end with: every order accepted (nobody refused) and notified, none
- * lost or failed, the tool's exit 0, and the fault over while the load still ran.
- */
-export const expectEveryOrderNotified = (
-  { account, exitCode }: { readonly account: VerifyAccount; readonly exitCode: number | null },
-  orders: number,
-  loadOutlastedFault: boolean
-) => {
-  expect(account.lost).toBe(0)
-  expect(account.lostIds).toEqual([])
-  expect(account.failed).toBe(0)
-  expect(account.refused).toBe(0)
-  expect(account.accepted).toBe(orders)
-  expect(account.notified).toBe(account.accepted)
-  expect(exitCode).toBe(0)
-  expect(loadOutlastedFault).toBe(true)
-}

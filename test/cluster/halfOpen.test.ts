@@ -4,7 +4,6 @@ import { report, until } from "../support/faultRig"
 import { CLUSTER_NODES } from "../support/privateCluster"
 import {
   clusterScenario,
-  expectEveryOrderNotified,
   EVENT_REFUSED,
   failoverFigures,
   failovers,
@@ -20,6 +19,7 @@ import {
   summary,
   warningsSince
 } from "./clusterRig"
+import { expectEveryOrderNotified } from "./expectations"
 import { tcpProxy } from "../support/tcpProxy"
 
 const RATE = 40

@@ -6,7 +6,6 @@ import { killNode, startNode } from "../support/rabbitNode"
 import {
   backInCluster,
   clusterScenario,
-  expectEveryOrderNotified,
   EVENT_REFUSED,
   failoverFigures,
   failovers,
@@ -22,6 +21,7 @@ import {
   summary,
   warningsSince
 } from "./clusterRig"
+import { expectEveryOrderNotified } from "./expectations"
 
 const RATE = 40
 /** Enough orders for the load to outlast the kill, the two-node stretch and the restart, with room. */

@@ -4,7 +4,6 @@ import { killAndDrain, report, until } from "../support/faultRig"
 import { CLUSTER_NODES } from "../support/privateCluster"
 import {
   clusterScenario,
-  expectEveryOrderNotified,
   nodeUrls,
   orderUrl,
   repeatedSends,
@@ -15,6 +14,7 @@ import {
   startVerify,
   summary
 } from "./clusterRig"
+import { expectEveryOrderNotified } from "./expectations"
 import { slowLink } from "../support/tcpProxy"
 
 const RATE = 60

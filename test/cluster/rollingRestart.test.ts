@@ -6,7 +6,6 @@ import { startNode, stopNode } from "../support/rabbitNode"
 import {
   backInCluster,
   clusterScenario,
-  expectEveryOrderNotified,
   EVENT_REFUSED,
   failoverFigures,
   failovers,
@@ -22,6 +21,7 @@ import {
   summary,
   warningsSince
 } from "./clusterRig"
+import { expectEveryOrderNotified } from "./expectations"
 
 const RATE = 30
 /** Enough orders for the load to outlast three stops and starts, with room. */
