@@ -2,9 +2,15 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { AMQP_URL } from "../support/broker"
+import { AMQP_URL, testBroker } from "../support/broker"
 import { faultQueue, startNotificationService, startOrderService } from "../support/faultRig"
 import { runTool } from "../support/processes"
+
+/**
+ * A queue name of the test's own on the shared broker: `faultQueue` removes the order service's store
+ * folder, `testBroker` deletes the queues there (faultQueue's own deletion is for the fault node).
+ */
+const sharedBrokerQueue = (label: string) => Effect.tap(faultQueue(label), (queue) => testBroker(queue))
 
 /** Runs `npm run verify -- ...args` as a user would, to its exit. */
 const verify = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => runTool("verify", args, env)
@@ -45,7 +51,7 @@ const refusingService = orderServiceDouble(() => ({ status: 400, body: { _tag: "
 describe("npm run verify", () => {
   it.scopedLive("accounts for every order of a running deployment: all notified, exit 0, a progress line while it waits", () =>
     Effect.gen(function*() {
-      const queue = yield* faultQueue("verify")
+      const queue = yield* sharedBrokerQueue("verify")
       const orders = yield* startOrderService(queue, { AMQP_URL })
       yield* startNotificationService(queue, { AMQP_URL, NOTIFICATION_SEND_DELAY_MS: 2500, NOTIFICATION_PREFETCH: 50 })
 
@@ -61,7 +67,7 @@ describe("npm run verify", () => {
 
   it.scopedLive("sends ORDER_API_TOKEN as a bearer token: refused without it, accepted with it", () =>
     Effect.gen(function*() {
-      const queue = yield* faultQueue("verify-token")
+      const queue = yield* sharedBrokerQueue("verify-token")
       const token = `token-${Math.random().toString(36).slice(2)}`
       const orders = yield* startOrderService(queue, { AMQP_URL, ORDER_API_TOKEN: token })
       yield* startNotificationService(queue, { AMQP_URL })
@@ -80,7 +86,7 @@ describe("npm run verify", () => {
   it.scopedLive("exits 1 and names the orders when accepted ones never finish within --wait", () =>
     Effect.gen(function*() {
       // No notification service: the commands wait in the queue, the orders stay queued.
-      const queue = yield* faultQueue("verify-stuck")
+      const queue = yield* sharedBrokerQueue("verify-stuck")
       const orders = yield* startOrderService(queue, { AMQP_URL })
 
       const run = yield* verify(["--url", `http://127.0.0.1:${orders.port}`, "--orders", "5", "--wait", "2"])
