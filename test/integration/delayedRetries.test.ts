@@ -12,7 +12,7 @@ import { CommandConsumer, CommandConsumerLive } from "../../src/notification/Com
 import { EventPublisher } from "../../src/notification/EventPublisher"
 import { NotificationFailed, NotificationSender } from "../../src/notification/NotificationSender"
 import { eventually, nextMessage, queueDepth, testBroker, testConfig, uniqueQueueName } from "../support/broker"
-import { notificationConsumer, orderService } from "../support/services"
+import { notificationConsumer, orderService, orderUntil } from "../support/services"
 
 type Json = Record<string, any>
 
@@ -81,13 +81,6 @@ const post = (body: unknown) =>
     Effect.flatMap((response) => Effect.map(response.json, (json) => ({ response, body: json as Json })))
   )
 
-/** Polls an order until `check` holds: the relay and the events move it on asynchronously. */
-const orderUntil = (orderId: string, check: (order: Json) => boolean) =>
-  HttpClient.get(`/orders/${orderId}`).pipe(
-    Effect.flatMap((response) => Effect.map(response.json, (json) => json as Json)),
-    Effect.filterOrFail(check),
-    Effect.retry(Schedule.spaced("25 millis").pipe(Schedule.upTo("20 seconds")))
-  )
 
 const awaitSubscribed = CommandConsumer.pipe(
   Effect.flatMap((consumer) => consumer.isReady),

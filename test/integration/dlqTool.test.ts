@@ -1,7 +1,7 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import type * as amqp from "amqplib"
-import { Effect, Layer, Schedule } from "effect"
+import { Effect, Layer } from "effect"
 import { commandProperties, encodeCommand, SendNotificationCommand } from "../../src/contracts/SendNotificationCommand"
 import { makeOrderId, UserId } from "../../src/domain/Order"
 import { countHeader } from "../../src/messaging/FailureStory"
@@ -9,7 +9,7 @@ import { declareWorkQueue } from "../../src/messaging/QueueTopology"
 import { NotificationFailed, NotificationSender } from "../../src/notification/NotificationSender"
 import { AMQP_URL, eventually, queueDepth, testBroker, uniqueQueueName } from "../support/broker"
 import { runTool, type ToolRun } from "../support/processes"
-import { notificationConsumer, orderService } from "../support/services"
+import { notificationConsumer, orderService, orderUntil } from "../support/services"
 
 /** Runs `npm run dlq -- ...args` as the operator would, on the test's own command queue; resolves once it has exited. */
 const dlq = (queue: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
@@ -485,12 +485,6 @@ const post = (body: unknown) =>
     Effect.flatMap((response) => Effect.map(response.json, (json) => json as Json))
   )
 
-const orderUntil = (orderId: string, check: (order: Json) => boolean) =>
-  HttpClient.get(`/orders/${orderId}`).pipe(
-    Effect.flatMap((response) => Effect.map(response.json, (json) => json as Json)),
-    Effect.filterOrFail(check),
-    Effect.retry(Schedule.spaced("25 millis").pipe(Schedule.upTo("20 seconds")))
-  )
 
 const sender = (outcome: "fail" | "succeed") =>
   Layer.succeed(

@@ -1,12 +1,12 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, layer } from "@effect/vitest"
-import { Effect, Layer, Logger, Redacted, Schedule } from "effect"
+import { Effect, Layer, Logger, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { redactUrl } from "../../src/config/SharedConfig"
 import { AmqpConnection } from "../../src/messaging/AmqpConnection"
 import { eventually, testConfig, uniqueQueueName } from "../support/broker"
 import { rabbitmqctlOn } from "../support/rabbitNode"
-import { notificationConsumer, orderService } from "../support/services"
+import { notificationConsumer, orderService, orderUntil } from "../support/services"
 import { expiredCertificateEndpoint, TLS_NODE, TlsBroker, tlsUrl, UNNAMED_ADDRESS } from "../support/tlsBroker"
 
 type Json = Record<string, any>
@@ -42,12 +42,6 @@ const post = (body: unknown) =>
     Effect.flatMap((response) => Effect.map(response.json, (json) => ({ response, body: json as Json })))
   )
 
-const orderUntil = (orderId: string, check: (order: Json) => boolean) =>
-  HttpClient.get(`/orders/${orderId}`).pipe(
-    Effect.flatMap((response) => Effect.map(response.json, (json) => json as Json)),
-    Effect.filterOrFail(check),
-    Effect.retry(Schedule.spaced("25 millis").pipe(Schedule.upTo("20 seconds")))
-  )
 
 /**
  * The real order and notification services on `env`: an order is accepted, its command goes to the

@@ -1,5 +1,6 @@
 import { NodeHttpServer } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { HttpClient } from "@effect/platform"
+import { Effect, Layer, Schedule } from "effect"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -56,4 +57,12 @@ export const notificationConsumer = (
     Layer.provide([sender, EventPublisher.Live]),
     Layer.provide(AmqpConnection.layer({ connectionName: "test-notification-service" })),
     Layer.provide(testConfig(env))
+  )
+
+/** Polls an order over the `HttpClient` of `orderService` until `check` holds: the relay and the events move it on asynchronously. */
+export const orderUntil = (orderId: string, check: (order: Record<string, any>) => boolean) =>
+  HttpClient.get(`/orders/${orderId}`).pipe(
+    Effect.flatMap((response) => Effect.map(response.json, (json) => json as Record<string, any>)),
+    Effect.filterOrFail(check),
+    Effect.retry(Schedule.spaced("25 millis").pipe(Schedule.upTo("20 seconds")))
   )
