@@ -4,15 +4,18 @@ import { afterAll, describe, expect, it } from "@effect/vitest"
 import {
   ConfigError,
   ConfigProvider,
+  Context,
   Duration,
   Effect,
+  Either,
+  Exit,
   Layer,
   Logger,
   LogLevel,
   ManagedRuntime,
   Option,
   Redacted,
-  type Scope,
+  Scope,
   TestClock,
   TestContext
 } from "effect"
@@ -119,15 +122,13 @@ const newOrder = (overrides: Partial<NewOrder> = {}): NewOrder => ({
 
 const keyed = (key: string, requestHash: string) => Option.some({ key, requestHash })
 
-/** Another OrderStore over the same database: another replica, or the next process. */
+/** Another OrderStore over the same database, open for the rest of the test: another replica, or the next process. */
 const anotherStore = (lease?: Duration.DurationInput) =>
-  OrderStore.pipe(
-    Effect.provide(
-      lease === undefined
-        ? OrderStore.Default
-        : OrderStore.Default.pipe(Layer.provide(Layer.succeed(OutboxLease, Duration.decode(lease))))
-    )
-  )
+  Layer.build(
+    lease === undefined
+      ? OrderStore.Default
+      : OrderStore.Default.pipe(Layer.provide(Layer.succeed(OutboxLease, Duration.decode(lease))))
+  ).pipe(Effect.map((context) => Context.get(context, OrderStore)))
 
 for (const backend of backends) {
   describe(`OrderStore on ${backend.name}`, () => {
@@ -141,7 +142,7 @@ for (const backend of backends) {
       it.live(name, () => body().pipe(Effect.scoped, Effect.provide(runtime)))
 
     // From empty tables, on a test clock at T0, so that leases run out when a case says so.
-    const storeTest = <A, E>(name: string, body: Effect.Effect<A, E, OrderStore | SqlClient.SqlClient>) =>
+    const storeTest = <A, E>(name: string, body: Effect.Effect<A, E, OrderStore | SqlClient.SqlClient | Scope.Scope>) =>
       liveTest(name, () =>
         Effect.gen(function*() {
           yield* clearTables
@@ -172,6 +173,53 @@ for (const backend of backends) {
         expect(yield* store.findOrder(makeOrderId())).toEqual(Option.none())
         // An id in capitals names the same order.
         expect(Option.isSome(yield* store.findOrder(OrderId.make(input.orderId.toUpperCase())))).toBe(true)
+      })
+    )
+
+    storeTest(
+      "concurrent orders are stored together, each with its command, and each answered",
+      Effect.gen(function*() {
+        const store = yield* OrderStore
+        const sql = yield* SqlClient.SqlClient
+        const inputs = Array.from({ length: 300 }, (_, i) => newOrder({ userId: UserId.make(i + 1) }))
+        const created = yield* Effect.all(inputs.map((input) => store.createOrder(input)), { concurrency: "unbounded" })
+        expect(created.map(({ order }) => [order.orderId, order.userId])).toEqual(inputs.map((input) => [input.orderId, input.userId]))
+        expect(yield* countRows("orders")).toBe(300)
+        const claimed = yield* store.claimOutbox(1000)
+        expect(new Set(claimed.map((entry) => entry.orderId))).toEqual(new Set(inputs.map((input) => input.orderId)))
+        if (backend.dialect === "pg") {
+          // xmin is the inserting transaction: far fewer transactions than orders.
+          const [row] = yield* sql<{ n: string }>`SELECT COUNT(DISTINCT xmin::text) AS n FROM orders`
+          expect(Number(row!.n)).toBeLessThan(100)
+        }
+      })
+    )
+
+    storeTest(
+      "an order the database refuses fails alone: the others stored with it are stored",
+      Effect.gen(function*() {
+        const store = yield* OrderStore
+        const twice = newOrder()
+        const others = Array.from({ length: 20 }, () => newOrder())
+        const inputs = [...others.slice(0, 10), twice, { ...twice, userId: UserId.make(7) }, ...others.slice(10)]
+        const outcomes = yield* Effect.all(inputs.map((input) => Effect.either(store.createOrder(input))), { concurrency: "unbounded" })
+        const refused = outcomes.filter(Either.isLeft)
+        expect(refused).toHaveLength(1)
+        expect(refused[0]!.left._tag).toBe("SqlError")
+        expect(yield* countRows("orders")).toBe(21)
+        expect(yield* countRows("outbox")).toBe(21)
+      })
+    )
+
+    storeTest(
+      "a store that has closed refuses new orders at once",
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const closedStore = yield* anotherStore().pipe(Scope.extend(scope))
+        yield* Scope.close(scope, Exit.void)
+        const error = yield* Effect.flip(closedStore.createOrder(newOrder()))
+        expect(error.message).toBe("The order store is closing; nothing was stored")
+        expect(yield* countRows("orders")).toBe(0)
       })
     )
 

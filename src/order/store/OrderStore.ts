@@ -1,7 +1,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import * as SqlSchema from "@effect/sql/SqlSchema"
-import { Clock, Context, Data, Duration, Effect, Option, ParseResult, Schema } from "effect"
+import { Chunk, Clock, Context, Data, Deferred, Duration, Effect, Exit, Option, ParseResult, Queue, Schema } from "effect"
 import { randomUUID } from "node:crypto"
 import { OrderId, UserId } from "../../domain/Order"
 import { IdempotencyKeyReused, OrderRecord, OrderStatus, OutboxEntry } from "./OrderRecord"
@@ -138,12 +138,25 @@ export const abandonAfter = (duration: Duration.Duration) => <A>(call: Effect.Ef
     })
   )
 
+/** Orders stored in one group commit at most; within SQLite's and PostgreSQL's limits on bound parameters. */
+const MAX_GROUP = 500
+/** Groups in flight at once on PostgreSQL. */
+const POSTGRES_WRITERS = 4
+
+interface WaitingOrder {
+  readonly input: NewOrder
+  /** When its request came. */
+  readonly now: number
+  /** Done once it is stored, or failed with why not. */
+  readonly stored: Deferred.Deferred<void, SqlError>
+}
+
 /**
  * The order store: orders, their commands waiting in the outbox (transactional outbox),
  * idempotency keys and the events applied, over the SQL client of `Database.ts`.
  */
 export class OrderStore extends Effect.Service<OrderStore>()("order/OrderStore", {
-  effect: Effect.gen(function*() {
+  scoped: Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     /**
      * A transaction whose failed COMMIT or ROLLBACK (the connection lost mid-way) is the SqlError it
@@ -186,63 +199,126 @@ export class OrderStore extends Effect.Service<OrderStore>()("order/OrderStore",
         return { order: order.value, replayed: true }
       })
 
-    const createOrder = Effect.fn("OrderStore.createOrder")(function*(
-      input: NewOrder
-    ): Effect.fn.Return<CreatedOrder, SqlError | IdempotencyKeyReused | NewOrderRefused> {
-      const attempt = inTransaction(Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        if (Option.isSome(input.idempotency)) {
-          const { key, requestHash } = input.idempotency.value
-          // On PostgreSQL a concurrent INSERT of the same key waits here until the first
-          // transaction ends, then inserts nothing; the next statement sees what it committed.
-          const taken = yield* sql`INSERT INTO idempotency_keys ${
-            sql.insert({ idempotency_key: key, request_hash: requestHash, order_id: input.orderId, created_at: now })
-          } ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`
-          if (taken.length === 0) return yield* replay(key, requestHash)
+    /** An order's row as it is first stored: accepted, at `now`. */
+    const orderRow = (input: NewOrder, now: number) => ({
+      order_id: input.orderId,
+      user_id: input.userId,
+      status: "accepted" satisfies OrderStatus,
+      created_at: now,
+      updated_at: now,
+      notifications: 0
+    })
+    // Claimed by this replica from the start: other relays leave it alone while the lease runs.
+    const outboxRow = (input: NewOrder, now: number) => ({
+      order_id: input.orderId,
+      body: input.body,
+      headers: input.headers === undefined ? null : JSON.stringify(input.headers),
+      created_at: now,
+      claimed_by: owner,
+      claimed_until: now + lease
+    })
+    const acceptedOrder = (input: NewOrder, now: number): CreatedOrder => ({
+      order: {
+        orderId: input.orderId,
+        userId: input.userId,
+        status: "accepted",
+        createdAt: new Date(now),
+        updatedAt: new Date(now),
+        queuedAt: Option.none(),
+        notifiedAt: Option.none(),
+        notifications: 0,
+        failure: Option.none()
+      },
+      replayed: false
+    })
+
+    /** Orders and their commands, each stored at the time its request came, in one transaction. */
+    const insertOrders = (orders: ReadonlyArray<WaitingOrder>): Effect.Effect<void, SqlError> =>
+      inTransaction(Effect.zipRight(
+        sql`INSERT INTO orders ${sql.insert(orders.map((order) => orderRow(order.input, order.now)))}`,
+        sql`INSERT INTO outbox ${sql.insert(orders.map((order) => outboxRow(order.input, order.now)))}`
+      ))
+
+    /**
+     * Group commit: the orders without a key that arrive while a transaction is running are stored
+     * together in the next one, so that each order does not wait its turn for the connection and
+     * pay for a transaction of its own. Hand-written because `SqlResolver` batches the requests of
+     * one fiber, and every HTTP request is a fiber of its own.
+     */
+    const waiting = yield* Queue.unbounded<WaitingOrder>()
+    const commitGroup = (group: ReadonlyArray<WaitingOrder>) =>
+      Effect.gen(function*() {
+        const exit = yield* Effect.exit(insertOrders(group))
+        if (Exit.isSuccess(exit) || group.length === 1) {
+          for (const order of group) yield* Deferred.done(order.stored, exit)
+          return
         }
+        // The database may have refused one order only: each alone now, so that only that one fails.
+        yield* Effect.forEach(
+          group,
+          (order) => Effect.flatMap(Effect.exit(insertOrders([order])), (alone) => Deferred.done(order.stored, alone)),
+          { discard: true }
+        )
+      })
+    const closing = () => new SqlError({ message: "The order store is closing; nothing was stored" })
+    let closed = false
+    // Added before the writers start, so it runs once they have stopped.
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closed = true
+        return Effect.flatMap(Queue.takeAll(waiting), (left) =>
+          Effect.forEach(left, (order) => Deferred.fail(order.stored, closing()), { discard: true }))
+      }))
+    // PostgreSQL has a pool: a few groups in flight at once. SQLite has one connection.
+    const writers = sql.onDialectOrElse({ pg: () => POSTGRES_WRITERS, orElse: () => 1 })
+    for (let i = 0; i < writers; i++) {
+      yield* Queue.takeBetween(waiting, 1, MAX_GROUP).pipe(
+        // A group taken is committed and answered, even at shutdown.
+        Effect.flatMap((group) => Effect.uninterruptible(commitGroup(Chunk.toReadonlyArray(group)))),
+        Effect.forever,
+        Effect.forkScoped
+      )
+    }
+
+    const createGroupCommitted = (input: NewOrder) =>
+      Effect.gen(function*() {
+        if (closed) return yield* Effect.fail(closing())
+        const now = yield* Clock.currentTimeMillis
+        const stored = yield* Deferred.make<void, SqlError>()
+        yield* Queue.offer(waiting, { input, now, stored })
+        yield* Deferred.await(stored)
+        return acceptedOrder(input, now)
+      })
+
+    /** An order with an `Idempotency-Key`: a transaction of its own, since the key may name an earlier order. */
+    const createKeyed = (input: NewOrder, idempotency: { readonly key: string; readonly requestHash: string }) =>
+      inTransaction(Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const { key, requestHash } = idempotency
+        // On PostgreSQL a concurrent INSERT of the same key waits here until the first
+        // transaction ends, then inserts nothing; the next statement sees what it committed.
+        const taken = yield* sql`INSERT INTO idempotency_keys ${
+          sql.insert({ idempotency_key: key, request_hash: requestHash, order_id: input.orderId, created_at: now })
+        } ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`
+        if (taken.length === 0) return yield* replay(key, requestHash)
         // Failing rolls the key back too.
         if (input.replayOnly === true) return yield* new NewOrderRefused()
-        yield* sql`INSERT INTO orders ${
-          sql.insert({
-            order_id: input.orderId,
-            user_id: input.userId,
-            status: "accepted" satisfies OrderStatus,
-            created_at: now,
-            updated_at: now,
-            notifications: 0
-          })
-        }`
-        // Claimed by this replica from the start: other relays leave it alone while the lease runs.
-        yield* sql`INSERT INTO outbox ${
-          sql.insert({
-            order_id: input.orderId,
-            body: input.body,
-            headers: input.headers === undefined ? null : JSON.stringify(input.headers),
-            created_at: now,
-            claimed_by: owner,
-            claimed_until: now + lease
-          })
-        }`
-        const order: OrderRecord = {
-          orderId: input.orderId,
-          userId: input.userId,
-          status: "accepted",
-          createdAt: new Date(now),
-          updatedAt: new Date(now),
-          queuedAt: Option.none(),
-          notifiedAt: Option.none(),
-          notifications: 0,
-          failure: Option.none()
-        }
-        return { order, replayed: false }
-      }))
-      return yield* attempt.pipe(
+        yield* sql`INSERT INTO orders ${sql.insert(orderRow(input, now))}`
+        yield* sql`INSERT INTO outbox ${sql.insert(outboxRow(input, now))}`
+        return acceptedOrder(input, now)
+      })).pipe(
         Effect.retry({ times: 3, while: (error) => error._tag === "KeyedOrderNotVisible" }),
         Effect.catchTag("KeyedOrderNotVisible", () =>
-          Effect.dieMessage(`The order of Idempotency-Key ${JSON.stringify(Option.getOrThrow(input.idempotency).key)} stayed invisible`)),
+          Effect.dieMessage(`The order of Idempotency-Key ${JSON.stringify(idempotency.key)} stayed invisible`)),
         dieOnParseError
       )
-    })
+
+    const createOrder = (input: NewOrder): Effect.Effect<CreatedOrder, SqlError | IdempotencyKeyReused | NewOrderRefused> =>
+      Option.match(input.idempotency, {
+        onSome: (idempotency) => createKeyed(input, idempotency),
+        // Without a key nothing can be a replay.
+        onNone: () => input.replayOnly === true ? Effect.fail(new NewOrderRefused()) : createGroupCommitted(input)
+      }).pipe(Effect.withSpan("OrderStore.createOrder"))
 
     const findOrder = (orderId: OrderId): Effect.Effect<Option.Option<OrderRecord>, SqlError> =>
       findOrderRow(normalise(orderId)).pipe(dieOnParseError, Effect.withSpan("OrderStore.findOrder"))
