@@ -1,7 +1,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import * as SqlSchema from "@effect/sql/SqlSchema"
-import { Chunk, Clock, Context, Data, Deferred, Duration, Effect, Exit, Option, ParseResult, Queue, Schema } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Exit, Option, ParseResult, Queue, Schema } from "effect"
 import { randomUUID } from "node:crypto"
 import { OrderId, UserId } from "../../domain/Order"
 import { IdempotencyKeyReused, OrderRecord, OrderStatus, OutboxEntry } from "./OrderRecord"
@@ -138,6 +138,12 @@ export const abandonAfter = (duration: Duration.Duration) => <A>(call: Effect.Ef
     })
   )
 
+/** Resumes once Node has handled the I/O that is ready now (`setImmediate` runs after the poll phase). */
+const afterThisTurn = Effect.async<void>((resume) => {
+  const immediate = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(immediate))
+})
+
 /** Orders stored in one group commit at most; within SQLite's and PostgreSQL's limits on bound parameters. */
 const MAX_GROUP = 500
 /** Groups in flight at once on PostgreSQL. */
@@ -271,10 +277,16 @@ export class OrderStore extends Effect.Service<OrderStore>()("order/OrderStore",
       }))
     // PostgreSQL has a pool: a few groups in flight at once. SQLite has one connection.
     const writers = sql.onDialectOrElse({ pg: () => POSTGRES_WRITERS, orElse: () => 1 })
+    // The first order waits for the rest of this event-loop turn, so that the requests read with it join its group.
+    const nextGroup = Effect.flatMap(Queue.take(waiting), (first) =>
+      Effect.zipRight(
+        afterThisTurn,
+        Effect.map(Queue.takeUpTo(waiting, MAX_GROUP - 1), (rest) => [first, ...rest])
+      ))
     for (let i = 0; i < writers; i++) {
-      yield* Queue.takeBetween(waiting, 1, MAX_GROUP).pipe(
+      yield* nextGroup.pipe(
         // A group taken is committed and answered, even at shutdown.
-        Effect.flatMap((group) => Effect.uninterruptible(commitGroup(Chunk.toReadonlyArray(group)))),
+        Effect.flatMap((group) => Effect.uninterruptible(commitGroup(group))),
         Effect.forever,
         Effect.forkScoped
       )
