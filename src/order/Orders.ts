@@ -32,7 +32,7 @@ const requestHash = (userId: UserId) => createHash("sha256").update(JSON.stringi
 
 /**
  * Orders: each one is stored together with its `SendNotificationCommand` in one transaction (the
- * transactional outbox), and the relay is woken to publish it. Accepting an order therefore needs
+ * transactional outbox), and handed to the relay to publish it. Accepting an order therefore needs
  * the store, not the broker.
  */
 export class Orders extends Effect.Service<Orders>()("order/Orders", {
@@ -56,23 +56,25 @@ export class Orders extends Effect.Service<Orders>()("order/Orders", {
         if (full && Option.isNone(idempotencyKey)) return yield* outboxFull
         // Both fields are valid by construction (a fresh UUIDv7, a userId the API decoded).
         const command = new SendNotificationCommand({ orderId: makeOrderId(), userId }, true)
-        const created = yield* store.createOrder({
+        const outboxEntry = {
           orderId: command.orderId,
-          userId,
           body: encodeCommand(command).toString("utf8"),
           // The request's trace goes on from the relay's publish.
-          headers: yield* currentTraceHeaders,
-          idempotency: Option.map(idempotencyKey, (key) => ({ key, requestHash: requestHash(userId) })),
-          replayOnly: full
-        }).pipe(
+          headers: yield* currentTraceHeaders
+        }
+        const created = yield* relay.relayOnCommit(
+          outboxEntry,
+          store.createOrder({
+            ...outboxEntry,
+            userId,
+            idempotency: Option.map(idempotencyKey, (key) => ({ key, requestHash: requestHash(userId) })),
+            replayOnly: full
+          })
+        ).pipe(
           Effect.catchTags({ SqlError: storeUnavailable, NewOrderRefused: () => outboxFull })
         )
-        if (created.replayed) {
-          ordersReplayed.unsafeUpdate(1, NO_LABELS)
-        } else {
-          ordersAccepted.unsafeUpdate(1, NO_LABELS)
-          relay.committed()
-        }
+        if (created.replayed) ordersReplayed.unsafeUpdate(1, NO_LABELS)
+        else ordersAccepted.unsafeUpdate(1, NO_LABELS)
         return created
       }) satisfies Effect.Effect<
         { readonly order: OrderRecord; readonly replayed: boolean },

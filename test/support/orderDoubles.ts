@@ -69,16 +69,18 @@ export const relayDouble = (initial: { readonly pending?: number; readonly oldes
     pending: initial.pending ?? 0,
     oldestSeconds: initial.oldestSeconds ?? 0,
     brokerUp: initial.brokerUp ?? true,
-    /** How many times the relay was woken for a committed order. */
+    /** How many new orders were handed over once committed. */
     commits: 0
   }
   const layer = Layer.succeed(
     OutboxRelay,
     OutboxRelay.of({
-      committed: () => {
-        state.commits++
-        state.pending++
-      },
+      relayOnCommit: (_, commit) =>
+        Effect.tap(commit, ({ replayed }) => {
+          if (replayed) return
+          state.commits++
+          state.pending++
+        }),
       backlog: () => ({ pending: state.pending, oldestSeconds: state.oldestSeconds }),
       brokerReady: Effect.sync(() => state.brokerUp)
     })
