@@ -1,8 +1,8 @@
 # One image for both services; docker-compose.yml picks the entry point.
 #
 # Two stages: the first installs everything and bundles each service (`npm run build`); the image
-# runs those bundles with plain node and carries only the one native addon from node_modules. Measured under `npm run bench`,
-# a bundle run this way needs about half the memory of the same code under tsx (docs/performance.md). `npm start` on a host still runs the sources with tsx, with no build step.
+# runs those bundles with plain node and carries only the one native addon from node_modules, as `npm start` does on a
+# host. A bundle run this way needs about half the memory of the same code under tsx (docs/performance.md).
 FROM node:lts-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -16,7 +16,7 @@
  * Knobs: BENCH_RUNNER (bundle), BENCH_ROUNDS (5), BENCH_DURATION (10 s per HTTP run), BENCH_WARMUP (3 s),
  * BENCH_LATENCY_DURATION (5 s), BENCH_DRAIN_MESSAGES (40000), BENCH_STORES (comma list of: sqlite,
  * postgres; sqlite), BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/test), BENCH_SKIP (comma
- * list of: orders, latency, drain, scaling), BENCH_VHOST (unset: a RabbitMQ vhost of the benchmark's
+ * list of: orders, npmstart, latency, drain, scaling), BENCH_VHOST (unset: a RabbitMQ vhost of the benchmark's
  * own, made with rabbitmqctl when the broker is this machine's; `shared`: AMQP_URL's, as before).
  * Quick look: BENCH_ROUNDS=1 BENCH_DURATION=4 BENCH_DRAIN_MESSAGES=5000 npm run bench
  */
@@ -187,6 +187,37 @@ const measureProjectOrders = async (broker: Broker, runner: Runner, kind: StoreK
     }
   } finally {
     await close()
+  }
+}
+
+/**
+ * What `npm start` runs, both services in one process on a SQLite store of its own (the notification
+ * service with its default 500 ms send), under the same POST /orders load: its peak RSS.
+ */
+const measureNpmStart = async (broker: Broker, runner: Runner): Promise<OrdersRun> => {
+  const queue = uniqueQueue("project.npmstart.orders")
+  const eventsQueue = `${queue}.events`
+  const queues = [queue, deadLetterQueueOf(queue), eventsQueue, deadLetterQueueOf(eventsQueue)]
+  for (const q of queues) broker.track(q)
+  const store = await createStore("sqlite")
+  const port = await freePort()
+  const service = startService(runner, "src/main.ts", {
+    PORT: String(port),
+    NOTIFICATION_HEALTH_PORT: "0",
+    COMMAND_QUEUE: queue,
+    ORDER_EVENTS_QUEUE: eventsQueue,
+    DATABASE_URL: store.databaseUrl
+  })
+  try {
+    await SYSTEMS.project.waitUntilReady(service, port)
+    const url = `http://127.0.0.1:${port}/orders`
+    await load.postOrders(url, { connections: CONNECTIONS, durationS: WARMUP_S })
+    const result = await load.postOrders(url, { connections: CONNECTIONS, durationS: DURATION_S })
+    return { ...result, peakRssMb: service.peakRssMb() }
+  } finally {
+    await service.stop()
+    await store.remove()
+    for (const q of queues) await broker.deleteQueue(q)
   }
 }
 
@@ -405,6 +436,7 @@ const main = async () => {
     baseline: [] as Array<OrdersRun>,
     project: Object.fromEntries(STORES.map((store) => [store, [] as Array<ProjectOrdersRun>])) as Record<StoreKind, Array<ProjectOrdersRun>>
   }
+  const npmStart: Array<OrdersRun> = []
   const latency = Object.fromEntries(STORES.map((store) => [store, [] as Array<LatencyRun>])) as Record<StoreKind, Array<LatencyRun>>
   const drain: Record<System, Record<number, Array<DrainRun>>> = { project: {}, baseline: {} }
   const scaling: Record<number, Array<DrainRun>> = {}
@@ -443,6 +475,11 @@ const main = async () => {
           log(`round ${round} project (${STORE_NAMES[subject.store]}) POST /orders: ${fmt(run.requestsPerSecond)} req/s, p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms, ${run.errors} errors, peak RSS ${fmt(run.peakRssMb)} MB; outbox lag p50 ${fmt(outbox.lagP50Ms, 1)} ms, p99 ${fmt(outbox.lagP99Ms, 1)} ms (${outbox.lagObservations} confirms), pending ${outbox.pendingAtStart} at the start, ${outbox.pendingAtEnd} at the end, ${outbox.pendingAfterSettle} ${SETTLE_MS / 1000} s later, at most ${outbox.pendingMaxDuringLoad}`)
         }
       }
+      if (!SKIP.has("orders") && !SKIP.has("npmstart")) {
+        const run = await measureNpmStart(broker, runner)
+        npmStart.push(run)
+        log(`round ${round} npm start (both services, SQLite) POST /orders: ${fmt(run.requestsPerSecond)} req/s, ${run.errors} errors, peak RSS ${fmt(run.peakRssMb)} MB`)
+      }
       for (const store of STORES) {
         if (SKIP.has("latency") || SKIP.has("orders")) break
         // At about half the load this round's POST /orders run sustained on the same store.
@@ -472,6 +509,9 @@ const main = async () => {
     await cleanUp()
   }
 
+  /** The targets are set for the default store; PostgreSQL's figures are reported. */
+  const target = (store: StoreKind, text: string, met: boolean) =>
+    store === "sqlite" ? { target: text, met: met ? "yes" : "NO" } : { target: "(reported)", met: "" }
   // Medians of each side, and the median of the round-by-round ratios.
   const rows: Array<Row> = []
   const pairRatio = (a: ReadonlyArray<number>, b: ReadonlyArray<number>) => median(a.map((x, i) => x / b[i]!))
@@ -500,12 +540,12 @@ const main = async () => {
       )
       const errors = sum(pick("errors"))
       rows.push(
-        { metric: `POST /orders (${name}), ${CONNECTIONS} connections: requests/s`, project: fmt(p.requestsPerSecond), baseline: fmt(b.requestsPerSecond), ratio: `${fmt(rps, 2)}x`, target: ">= 1.5x", met: rps >= 1.5 ? "yes" : "NO" },
+        { metric: `POST /orders (${name}), ${CONNECTIONS} connections: requests/s`, project: fmt(p.requestsPerSecond), baseline: fmt(b.requestsPerSecond), ratio: `${fmt(rps, 2)}x`, ...target(store, ">= 2.5x", rps >= 2.5) },
         { metric: `POST /orders (${name}): p50 latency (ms)`, project: fmt(p.p50Ms, 1), baseline: fmt(b.p50Ms, 1), ratio: `${fmt(pairRatio(pick("p50Ms"), baselineOf("p50Ms")), 2)}x`, target: "", met: "" },
-        { metric: `POST /orders (${name}): p99 latency (ms)`, project: fmt(p.p99Ms, 1), baseline: fmt(b.p99Ms, 1), ratio: `${fmt(p99, 2)}x`, target: "<= 1.0x", met: p99 <= 1 ? "yes" : "NO" },
+        { metric: `POST /orders (${name}): p99 latency (ms)`, project: fmt(p.p99Ms, 1), baseline: fmt(b.p99Ms, 1), ratio: `${fmt(p99, 2)}x`, ...target(store, "<= 1.0x", p99 <= 1) },
         { metric: `POST /orders (${name}): errors (all rounds)`, project: String(errors), baseline: String(sum(baselineOf("errors"))), ratio: "", target: "0", met: errors === 0 ? "yes" : "NO" },
-        { metric: `order service peak RSS (${name}) (MB)`, project: fmt(p.peakRssMb), baseline: fmt(b.peakRssMb), ratio: "", target: "<= 150 MB", met: p.peakRssMb <= 150 ? "yes" : "NO" },
-        { metric: `outbox lag under that load (${name}), commit to confirm: p50 / p99 (ms, bucket-resolution)`, project: `${fmt(outbox.lagP50Ms, 1)} / ${fmt(outbox.lagP99Ms, 1)}`, baseline: "", ratio: "", target: "", met: "" },
+        { metric: `order service alone, peak RSS (${name}) (MB)`, project: fmt(p.peakRssMb), baseline: fmt(b.peakRssMb), ratio: "", target: "", met: "" },
+        { metric: `outbox lag under that load (${name}), commit to confirm: p50 / p99 (ms, bucket-resolution)`, project: `${fmt(outbox.lagP50Ms, 1)} / ${fmt(outbox.lagP99Ms, 1)}`, baseline: "", ratio: "", ...target(store, "p99 <= 50 ms", outbox.lagP99Ms <= 50) },
         { metric: `outbox pending (${name}): start -> end of load / ${SETTLE_MS / 1000} s later (max)`, project: `${fmt(outbox.pendingAtStart)} -> ${fmt(outbox.pendingAtEnd)} / ${fmt(outbox.pendingAfterSettle)} (${fmt(outbox.pendingMaxDuringLoad)})`, baseline: "", ratio: "", target: "no growth", met: grew ? "NO: grew" : "yes" }
       )
       const l = latency[store]
@@ -517,12 +557,24 @@ const main = async () => {
           project: `${fmt(latencySummary.p50Ms, 1)} / ${fmt(latencySummary.p99Ms, 1)}`,
           baseline: "",
           ratio: "",
-          target: "every order sent",
-          met: lost === 0 ? "yes" : `NO: ${lost} not`
+          target: store === "sqlite" ? "p99 <= 100 ms, every order sent" : "every order sent",
+          met: lost > 0 ? `NO: ${lost} not sent` : store === "sqlite" && latencySummary.p99Ms > 100 ? "NO" : "yes"
         })
       }
       projectSummary[store] = { ...p, requestsPerSecondRatio: rps, p99Ratio: p99, outbox: { ...outbox, grew }, notificationLatency: latencySummary }
     }
+  }
+  if (npmStart.length > 0) {
+    const peak = median(npmStart.map((run) => run.peakRssMb))
+    summary.npmStart = { peakRssMb: peak, requestsPerSecond: median(npmStart.map((run) => run.requestsPerSecond)) }
+    rows.push({
+      metric: `what npm start runs (both services, SQLite) under that load: peak RSS (MB)`,
+      project: fmt(peak),
+      baseline: "",
+      ratio: "",
+      target: "<= 150 MB",
+      met: peak <= 150 ? "yes" : "NO"
+    })
   }
   if (drain.project[100]) {
     summary.drain = {}
@@ -593,7 +645,7 @@ const main = async () => {
     },
     summary,
     table: rows,
-    runs: { orders, latency, drain, scaling }
+    runs: { orders, npmStart, latency, drain, scaling }
   }
   const dir = `${ROOT}bench/results`
   mkdirSync(dir, { recursive: true })

@@ -63,7 +63,7 @@ const BASELINE_ENTRIES = ["bench/baseline/order-service.ts", "bench/baseline/not
  * the Docker image does too; the baseline runs with none, as the original did.
  */
 export const nodeOptionsFor = (entry: string): ReadonlyArray<string> => {
-  const script = { "src/order/main.ts": "start:order", "src/notification/main.ts": "start:notification" }[entry]
+  const script = { "src/main.ts": "start", "src/order/main.ts": "start:order", "src/notification/main.ts": "start:notification" }[entry]
   if (script === undefined) return []
   // The script's node flags (`--flag` or `--flag=value`): the words after `node`, up to
   // `--import tsx` or the entry point.
@@ -76,14 +76,14 @@ const npmScripts = (JSON.parse(readFileSync(`${ROOT}package.json`, "utf8")) as {
 
 /**
  * `bundle`: both systems built as `npm run build` builds the services, and run by plain `node`, as
- * `npm run start:built` and the Docker image run them. `tsx`: as `npm start` runs them, with
- * `node --import tsx <entry>` (not the tsx CLI, so that the pid is the service's own process,
- * whose memory we read).
+ * `npm start` and the Docker image run them. `tsx`: as `npm run start:order` and `start:notification`
+ * run them, with `node --import tsx <entry>` (not the tsx CLI, so that the pid is the service's own
+ * process, whose memory we read).
  */
 export const prepareRunner = async (kind: "bundle" | "tsx"): Promise<Runner> => {
   if (kind === "tsx") {
     return {
-      name: "tsx (as npm start)",
+      name: "tsx (as npm run start:order)",
       nodeArguments: (entry) => [...nodeOptionsFor(entry), "--import", "tsx", entry],
       cleanUp: () => undefined
     }
@@ -95,7 +95,7 @@ export const prepareRunner = async (kind: "bundle" | "tsx"): Promise<Runner> => 
   await bundle(SERVICE_ENTRIES, { outbase: "src", outdir: join(outdir, "src") })
   await bundle(BASELINE_ENTRIES, { outbase: "bench/baseline", outdir: join(outdir, "bench/baseline") })
   return {
-    name: "bundle (as npm run build, then node; as the Docker image)",
+    name: "bundle (as npm start and the Docker image)",
     nodeArguments: (entry) => [...nodeOptionsFor(entry), join(outdir, entry.replace(/\.ts$/, ".mjs"))],
     cleanUp: () => rmSync(outdir, { recursive: true, force: true })
   }

@@ -1,9 +1,9 @@
 /**
- * `npm run build`: each service bundled into one ES module under dist/, run by plain `node`, for
- * production images. `npm start` and `npx tsx ...` need no build; this is for when memory and
- * start-up matter. Measured under the benchmark (docs/performance.md), the order service idles in
- * about half the memory it needs under tsx, whose loader keeps a second V8 isolate and per-module
- * state for every one of the few hundred modules the services import.
+ * `npm run build`: each service bundled into one ES module under dist/, run by plain `node`. `npm
+ * start` builds and runs the bundle of both services, and so does the image; `npm run start:order`,
+ * `start:notification` and `npx tsx ...` run the sources with no build. The bundle needs about half
+ * the memory of the same code under tsx (docs/performance.md), whose loader keeps a second V8
+ * isolate and per-module state for every one of the few hundred modules the services import.
  *
  * Everything is bundled, node_modules included, except better-sqlite3: a native addon, which finds
  * its compiled `.node` file beside its own sources, so it stays in node_modules (the image copies it).

@@ -29,7 +29,7 @@ export interface ServiceProcess {
 }
 
 /**
- * Runs `src/<entry>` as `npm start` does (`node --import tsx`), as a child process killed when the
+ * Runs `src/<entry>` as `npm run start:order` does (`node --import tsx`), as a child process killed when the
  * scope closes. Not through the `tsx` CLI: that wrapper relays a signal and, if the busy child has
  * not acknowledged it within 30 ms, kills it outright, which defeats a graceful shutdown under load.
  * `LOG_FORMAT=json` by default, so tests can read the lines. An order service gets a SQLite store
