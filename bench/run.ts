@@ -348,6 +348,9 @@ const measureDrain = async (
   await broker.declare(deadLetterQueueOf(queue), { "x-queue-type": "quorum" })
   await broker.declare(queue, SYSTEMS[system].queueArguments(queue))
   await broker.prefill(queue, messages)
+  // The project publishes an event per command: to a queue, as when an order service listens.
+  const eventsQueue = `${queue}.events`
+  if (system === "project") await broker.bindEvents(eventsQueue)
   const port = await freePort()
   let seen = 0
   let first = 0
@@ -381,8 +384,7 @@ const measureDrain = async (
     return { commandsPerSecond, messages, leftAfterStop: await broker.messageCount(queue) }
   } finally {
     await service.stop()
-    await broker.deleteQueue(queue)
-    await broker.deleteQueue(deadLetterQueueOf(queue))
+    for (const q of [queue, deadLetterQueueOf(queue), eventsQueue]) await broker.deleteQueue(q)
   }
 }
 

@@ -8,6 +8,8 @@ import { bundle, SERVICE_ENTRIES } from "../scripts/build"
 import { commandProperties } from "../src/contracts/SendNotificationCommand"
 import { uuidv7 } from "../src/domain/uuidv7"
 import type { SendNotificationCommand } from "../src/contracts/SendNotificationCommand"
+import { EVENTS_EXCHANGE } from "../src/contracts/NotificationEvents"
+import { workQueueArguments } from "../src/messaging/QueueTopology"
 
 export const AMQP_URL = (process.env.AMQP_URL ?? "amqp://guest:guest@localhost:5672").split(",")[0]!.trim()
 export const ROOT = new URL("..", import.meta.url).pathname
@@ -244,6 +246,8 @@ export interface Broker {
   readonly version: string
   readonly declare: (queue: string, args: Record<string, unknown>) => Promise<void>
   readonly prefill: (queue: string, count: number) => Promise<void>
+  /** Declares `queue` as the order service does its events queue, bound to the events exchange. */
+  readonly bindEvents: (queue: string) => Promise<void>
   readonly messageCount: (queue: string) => Promise<number>
   /** Remembers a queue (a service declares it) so that `close` deletes it. */
   readonly track: (queue: string) => void
@@ -280,6 +284,12 @@ export const connectBroker = async (url: string): Promise<Broker> => {
         }
         await channel.waitForConfirms()
       }
+    },
+    bindEvents: async (queue) => {
+      queues.add(queue)
+      await channel.assertExchange(EVENTS_EXCHANGE, "topic", { durable: true })
+      await channel.assertQueue(queue, { durable: true, arguments: workQueueArguments(queue) })
+      await channel.bindQueue(queue, EVENTS_EXCHANGE, "notification.*")
     },
     messageCount: async (queue) => (await channel.checkQueue(queue)).messageCount,
     track: (queue) => void queues.add(queue),
