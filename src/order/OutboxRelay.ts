@@ -202,8 +202,9 @@ const make = Effect.gen(function*() {
     if (!(yield* publisher.isReady)) {
       for (const entry of handedOver.splice(0)) inHand.delete(entry.orderId)
     }
-    if (Date.now() - lastPoll < POLL_INTERVAL_MILLIS) return yield* startHandedOver
-    yield* drainOutbox
+    yield* startHandedOver
+    // The poll skips what is in hand, so it never holds back the hand-over.
+    if (Date.now() - lastPoll >= POLL_INTERVAL_MILLIS) yield* drainOutbox
   })
   const waitForWork = Queue.take(wakeUps).pipe(Effect.timeout(POLL_INTERVAL_MILLIS), Effect.ignore)
   // A defect (a bug, or a driver that throws) must not end the relay: it is logged, and the next
