@@ -129,13 +129,24 @@ interface ProjectOrdersRun extends OrdersRun {
 const LAG = "order_outbox_lag_seconds"
 const PENDING = "order_outbox_pending"
 
-/** A project order service on a store and queues of its own, ready; `close` stops it and removes them. */
-const startProjectOrderService = async (broker: Broker, runner: Runner, kind: StoreKind, queue: string) => {
+/**
+ * A project order service (or `entry`, which runs one, with `env` besides) on a store and queues of
+ * its own, ready; `close` stops it and removes them.
+ */
+const startProjectOrderService = async (
+  broker: Broker,
+  runner: Runner,
+  kind: StoreKind,
+  queue: string,
+  entry: string = SYSTEMS.project.order,
+  env: Record<string, string> = {}
+) => {
   const eventsQueue = `${queue}.events`
   for (const q of [queue, deadLetterQueueOf(queue), eventsQueue, deadLetterQueueOf(eventsQueue)]) broker.track(q)
   const store = await createStore(kind)
   const port = await freePort()
-  const service = startService(runner, SYSTEMS.project.order, {
+  const service = startService(runner, entry, {
+    ...env,
     PORT: String(port),
     COMMAND_QUEUE: queue,
     ORDER_EVENTS_QUEUE: eventsQueue,
@@ -190,34 +201,31 @@ const measureProjectOrders = async (broker: Broker, runner: Runner, kind: StoreK
   }
 }
 
+/** The warm-up, then the measured POST /orders run against `port`, and the service's peak RSS. */
+const loadOrders = async (service: Service, port: number): Promise<OrdersRun> => {
+  const url = `http://127.0.0.1:${port}/orders`
+  await load.postOrders(url, { connections: CONNECTIONS, durationS: WARMUP_S })
+  const result = await load.postOrders(url, { connections: CONNECTIONS, durationS: DURATION_S })
+  return { ...result, peakRssMb: service.peakRssMb() }
+}
+
 /**
  * What `npm start` runs, both services in one process on a SQLite store of its own (the notification
  * service with its default 500 ms send), under the same POST /orders load: its peak RSS.
  */
 const measureNpmStart = async (broker: Broker, runner: Runner): Promise<OrdersRun> => {
-  const queue = uniqueQueue("project.npmstart.orders")
-  const eventsQueue = `${queue}.events`
-  const queues = [queue, deadLetterQueueOf(queue), eventsQueue, deadLetterQueueOf(eventsQueue)]
-  for (const q of queues) broker.track(q)
-  const store = await createStore("sqlite")
-  const port = await freePort()
-  const service = startService(runner, "src/main.ts", {
-    PORT: String(port),
-    NOTIFICATION_HEALTH_PORT: "0",
-    COMMAND_QUEUE: queue,
-    ORDER_EVENTS_QUEUE: eventsQueue,
-    DATABASE_URL: store.databaseUrl
-  })
+  const { close, port, service } = await startProjectOrderService(
+    broker,
+    runner,
+    "sqlite",
+    uniqueQueue("project.npmstart.orders"),
+    "src/main.ts",
+    { NOTIFICATION_HEALTH_PORT: "0" }
+  )
   try {
-    await SYSTEMS.project.waitUntilReady(service, port)
-    const url = `http://127.0.0.1:${port}/orders`
-    await load.postOrders(url, { connections: CONNECTIONS, durationS: WARMUP_S })
-    const result = await load.postOrders(url, { connections: CONNECTIONS, durationS: DURATION_S })
-    return { ...result, peakRssMb: service.peakRssMb() }
+    return await loadOrders(service, port)
   } finally {
-    await service.stop()
-    await store.remove()
-    for (const q of queues) await broker.deleteQueue(q)
+    await close()
   }
 }
 
@@ -229,10 +237,7 @@ const measureBaselineOrders = async (broker: Broker, runner: Runner): Promise<Or
   const service = startService(runner, SYSTEMS.baseline.order, { PORT: String(port), COMMAND_QUEUE: queue })
   try {
     await SYSTEMS.baseline.waitUntilReady(service, port)
-    const url = `http://127.0.0.1:${port}/orders`
-    await load.postOrders(url, { connections: CONNECTIONS, durationS: WARMUP_S })
-    const result = await load.postOrders(url, { connections: CONNECTIONS, durationS: DURATION_S })
-    return { ...result, peakRssMb: service.peakRssMb() }
+    return await loadOrders(service, port)
   } finally {
     await service.stop()
     await broker.deleteQueue(queue)

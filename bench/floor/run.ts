@@ -7,12 +7,11 @@
  */
 import { deadLetterQueueOf } from "../../src/messaging/QueueTopology"
 import { chooseLoad } from "../load"
-import { connectBroker, freePort, median, prepareVhost, startService, stopAll, uniqueQueue } from "../support"
+import { connectBroker, freePort, median, prepareRunner, prepareVhost, startService, stopAll, uniqueQueue } from "../support"
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 6)
 const load = chooseLoad()
-const runner = { name: "tsx", nodeArguments: (entry: string) => ["--import", "tsx", entry], cleanUp: () => undefined }
 const SUBJECTS = ["raw", "router", "api", "baseline"] as const
 type Subject = typeof SUBJECTS[number]
 
@@ -20,6 +19,7 @@ const main = async () => {
   const vhost = prepareVhost()
   process.env.AMQP_URL = vhost.url
   const broker = await connectBroker(vhost.url)
+  const runner = await prepareRunner("tsx")
   const rates: Record<Subject, Array<number>> = { raw: [], router: [], api: [], baseline: [] }
   try {
     for (let round = 1; round <= ROUNDS; round++) {
